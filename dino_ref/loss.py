@@ -1,0 +1,148 @@
+"""The DINO loss as a vectorized, device-agnostic torch module (API of nidl.losses.DINOLoss).
+
+Shapes: T teacher (global) views, S >= T student views (the first T are the teacher's crops,
+in order), batch B, output dimension D.
+"""
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .common import check_epoch, check_hyperparameters, check_views, num_pairs, teacher_temperature
+from .fused import dino_cross_entropy
+
+__all__ = ["DINOLoss", "teacher_targets", "dino_cross_entropy_reference", "dino_cross_entropy",
+           "compute_dtype"]
+
+
+def teacher_targets(teacher, center, teacher_temp):
+    """ P_t = softmax((t - c) / tau_t), no gradient; (T, B, D) """
+    with torch.no_grad():
+        return F.softmax((teacher.detach() - center) / teacher_temp, dim=-1)
+
+
+def dino_cross_entropy_reference(P_t, student, student_temp):
+    """ the readable vectorized loss, differentiated by autograd; same value as the fused one """
+    T, B, _ = P_t.shape
+    S = student.shape[0]
+    k = min(T, S)
+    log_P_s = F.log_softmax(student / student_temp, dim=-1)          # (S, B, D)
+    Q = P_t.sum(0)                                                   # (B, D) sum_i P_t[i]
+    # sum_i sum_{v != i} H(P_t[i], P_s[v]) = sum_v H(Q, P_s[v]) - sum_{v < T} H(P_t[v], P_s[v])
+    all_pairs = -(Q * log_P_s).sum(-1)                               # (S, B)
+    own_view = -(P_t[:k] * log_P_s[:k]).sum(-1)                      # (k, B)
+    return (all_pairs.sum() - own_view.sum()) / (num_pairs(T, S) * B)
+
+
+def compute_dtype(*tensors):
+    """ float64 if any input is float64, else float32 (half and bfloat16 are computed in float32) """
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+class DINOLoss(nn.Module):
+    """ the DINO self-distillation loss with a moving-average center and teacher-temperature warmup
+
+    loss_fn(teacher_out, student_out, epoch=None, update_center=True) -> 0-dim tensor
+        teacher_out (T, B, D), student_out (S, B, D), or lists of (B, D) views.
+    The loss uses the center from before the call; the center update follows it.
+    """
+
+    def __init__(self, output_dim=4096, warmup_teacher_temp=0.04, teacher_temp=0.07,
+                 warmup_teacher_temp_epochs=30, student_temp=0.1, center_momentum=0.9):
+        super().__init__()
+        check_hyperparameters(output_dim, warmup_teacher_temp, teacher_temp,
+                              warmup_teacher_temp_epochs, student_temp, center_momentum)
+        self.output_dim = output_dim
+        self.warmup_teacher_temp = float(warmup_teacher_temp)
+        self.teacher_temp = float(teacher_temp)
+        self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
+        self.student_temp = float(student_temp)
+        self.center_momentum = float(center_momentum)
+        self.register_buffer("center", torch.zeros(1, 1, output_dim))  # c, (1, 1, D)
+
+    def extra_repr(self):
+        return (f"output_dim={self.output_dim}, warmup_teacher_temp={self.warmup_teacher_temp}, "
+                f"teacher_temp={self.teacher_temp}, "
+                f"warmup_teacher_temp_epochs={self.warmup_teacher_temp_epochs}, "
+                f"student_temp={self.student_temp}, center_momentum={self.center_momentum}")
+
+    def teacher_temperature(self, epoch=None):
+        """ tau_t for this epoch (a Python float; None gives the final teacher_temp) """
+        return teacher_temperature(epoch, self.warmup_teacher_temp, self.teacher_temp,
+                                   self.warmup_teacher_temp_epochs)
+
+    def forward(self, teacher_out, student_out, epoch=None, update_center=True):
+        teacher = _as_views(teacher_out, "teacher_out")              # (T, B, D)
+        student = _as_views(student_out, "student_out")              # (S, B, D)
+        check_views(teacher.shape, student.shape, self.output_dim)
+        check_epoch(epoch)
+        if teacher.device != student.device:
+            raise ValueError(f"teacher_out is on {teacher.device} but student_out on {student.device}")
+        dtype = compute_dtype(teacher, student)
+        tau_t = self.teacher_temperature(epoch)
+        P_t = teacher_targets(teacher.to(dtype), self.center.to(dtype), tau_t)  # stop-gradient
+        loss = dino_cross_entropy(P_t, student.to(dtype), self.student_temp)
+        if update_center:
+            self._update_center(teacher)
+        return loss
+
+    def update_center(self, teacher_out):
+        """ c <- m c + (1 - m) mean(t) over all T*B teacher rows of all ranks
+
+        Call it once per optimizer step, on the teacher outputs of all its micro-batches
+        (concatenated along the batch axis), after forward(..., update_center=False).
+        """
+        teacher = _as_views(teacher_out, "teacher_out")
+        if teacher.ndim != 3 or teacher.shape[1] < 1 or teacher.shape[2] != self.output_dim:
+            raise ValueError(f"teacher_out must be (n_globals, B >= 1, {self.output_dim}), "
+                             f"got {tuple(teacher.shape)}")
+        self._update_center(teacher)
+
+    @torch.no_grad()
+    def _update_center(self, teacher):
+        dtype = compute_dtype(teacher)
+        mean = global_batch_mean(teacher.detach().to(dtype))         # (1, 1, D)
+        m = self.center_momentum
+        new = m * self.center.to(dtype) + (1.0 - m) * mean
+        # a non-finite batch (an fp16 overflow step) leaves c as it was, per dimension,
+        # decided on the device: no host synchronisation
+        self.center.copy_(torch.where(torch.isfinite(mean), new, self.center.to(dtype)))
+
+
+@torch.no_grad()
+def global_batch_mean(teacher):
+    """ mean over all teacher rows of all ranks; (T, B, D) -> (1, 1, D)
+
+    Under torch.distributed, all-reduce the row sum and the row count (not a mean of means),
+    so the center is exact even when ranks hold different batch sizes.
+    """
+    T, B, D = teacher.shape
+    rows_sum = teacher.sum(dim=(0, 1))                                # (D,)
+    if dist.is_available() and dist.is_initialized():
+        count = torch.full((1,), float(T * B), dtype=teacher.dtype, device=teacher.device)
+        packed = torch.cat([rows_sum, count])                         # (D + 1,) one all-reduce
+        dist.all_reduce(packed)
+        rows_sum, n_rows = packed[:D], packed[D:]
+    else:
+        n_rows = T * B
+    return (rows_sum / n_rows).reshape(1, 1, D)
+
+
+def _as_views(x, name):
+    """ a (V, B, D) tensor, or a list/tuple of V tensors (B, D), as one floating tensor """
+    if isinstance(x, (list, tuple)):
+        if len(x) == 0:
+            raise ValueError(f"{name} is an empty list: give at least one (B, D) view")
+        shapes = [tuple(v.shape) for v in x]
+        if any(s != shapes[0] for s in shapes):
+            raise ValueError(f"the views of {name} differ in shape: {shapes}")
+        x = torch.stack(list(x))
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor or a list of them, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must have a floating dtype, got {x.dtype} (shape {tuple(x.shape)})")
+    return x

@@ -13,7 +13,7 @@ from .common import check_epoch, check_hyperparameters, check_views, num_pairs, 
 from .fused import dino_cross_entropy
 
 __all__ = ["DINOLoss", "teacher_targets", "dino_cross_entropy_reference", "dino_cross_entropy",
-           "compute_dtype"]
+           "teacher_entropy", "compute_dtype", "global_batch_mean"]
 
 
 def teacher_targets(teacher, center, teacher_temp):
@@ -33,6 +33,16 @@ def dino_cross_entropy_reference(P_t, student, student_temp):
     all_pairs = -(Q * log_P_s).sum(-1)                               # (S, B)
     own_view = -(P_t[:k] * log_P_s[:k]).sum(-1)                      # (k, B)
     return (all_pairs.sum() - own_view.sum()) / (num_pairs(T, S) * B)
+
+
+def teacher_entropy(P_t):
+    """ h(P_t): mean over all T*B rows of -sum_d p_d log p_d; then loss = h(P_t) + KL(P_t || P_s)
+
+    (every teacher view meets the same number, S - 1, of student views, so the plain row mean is
+    the pair-weighted one)
+    """
+    with torch.no_grad():
+        return -torch.special.xlogy(P_t, P_t).sum(-1).mean()
 
 
 def compute_dtype(*tensors):
@@ -74,6 +84,16 @@ class DINOLoss(nn.Module):
         """ tau_t for this epoch (a Python float; None gives the final teacher_temp) """
         return teacher_temperature(epoch, self.warmup_teacher_temp, self.teacher_temp,
                                    self.warmup_teacher_temp_epochs)
+
+    def teacher_probs(self, teacher_out, epoch=None):
+        """ P_t = softmax((t - c) / tau_t) with the current center, no gradient; (T, B, D) """
+        teacher = _as_views(teacher_out, "teacher_out")
+        if teacher.ndim != 3 or teacher.shape[2] != self.output_dim:
+            raise ValueError(f"teacher_out must be (n_globals, B, {self.output_dim}), "
+                             f"got {tuple(teacher.shape)}")
+        check_epoch(epoch)
+        dtype = compute_dtype(teacher)
+        return teacher_targets(teacher.to(dtype), self.center.to(dtype), self.teacher_temperature(epoch))
 
     def forward(self, teacher_out, student_out, epoch=None, update_center=True):
         teacher = _as_views(teacher_out, "teacher_out")              # (T, B, D)

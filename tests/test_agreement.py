@@ -1,0 +1,106 @@
+"""NumPy reference <-> torch module on property-based random cases, and gradients."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from dino_ref import DINOLoss, numpy_ref
+from dino_ref.loss import dino_cross_entropy, dino_cross_entropy_reference, teacher_targets
+
+
+@st.composite
+def dino_cases(draw):
+    """ a loss configuration, inputs for several consecutive calls, and their epochs """
+    T = draw(st.integers(1, 4))
+    S = draw(st.integers(max(T, 2), T + 5))
+    B = draw(st.integers(1, 5))
+    D = draw(st.integers(1, 12))
+    temp = st.floats(0.02, 1.0)
+    kwargs = dict(output_dim=D, warmup_teacher_temp=draw(temp), teacher_temp=draw(temp),
+                  warmup_teacher_temp_epochs=draw(st.integers(0, 6)), student_temp=draw(temp),
+                  center_momentum=draw(st.floats(0.0, 1.0)))
+    n_calls = draw(st.integers(1, 3))
+    epochs = draw(st.lists(st.none() | st.integers(0, 10) | st.floats(0.0, 10.0),
+                           min_size=n_calls, max_size=n_calls))
+    seed = draw(st.integers(0, 2**31 - 1))
+    scale = draw(st.floats(0.1, 5.0))
+    rng = np.random.default_rng(seed)
+    calls = [(rng.normal(size=(D,)) + scale * rng.normal(size=(T, B, D)),
+              scale * rng.normal(size=(S, B, D)), e) for e in epochs]
+    return kwargs, calls
+
+
+def assert_close(actual, expected, rtol, atol, what):
+    """ |actual - expected| <= atol + rtol * max|expected| """
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    err = np.abs(actual - expected).max()
+    bound = atol + rtol * np.abs(expected).max()
+    assert err <= bound, f"{what}: |error| {err:.2e} > {bound:.2e}"
+
+
+def tolerances(student, student_temp):
+    """ (loss atol, grad atol): the loss is a difference of terms of size |s| / tau_s and each
+    gradient entry is at most 1 / (B tau_s), so float64 rounding is relative to those """
+    B = student.shape[1]
+    return 1e-14 * max(1.0, np.abs(student).max() / student_temp), 1e-14 / (B * student_temp)
+
+
+@given(dino_cases())
+def test_numpy_and_torch_agree(case):
+    kwargs, calls = case
+    ref, mod = numpy_ref.DINOLoss(**kwargs), DINOLoss(**kwargs).double()
+    for k, (teacher, student, epoch) in enumerate(calls):
+        assert ref.teacher_temperature(epoch) == mod.teacher_temperature(epoch)
+        loss_ref = ref(teacher, student, epoch=epoch)
+        s = torch.tensor(student, requires_grad=True)
+        loss = mod(torch.tensor(teacher), s, epoch=epoch)
+        loss.backward()
+        atol_loss, atol_grad = tolerances(student, kwargs["student_temp"])
+        assert_close(loss.item(), loss_ref, 1e-10, atol_loss, f"loss, call {k}")
+        assert_close(s.grad.numpy(), ref.backward(), 1e-10, atol_grad, f"grad, call {k}")  # analytic, both
+        assert_close(mod.center.numpy(), ref.center, 1e-12, 1e-14, f"center, call {k}")
+
+
+@given(dino_cases())
+def test_fused_and_readable_torch_paths_agree(case):
+    kwargs, calls = case
+    teacher, student, epoch = calls[0]
+    P_t = teacher_targets(torch.tensor(teacher), torch.zeros(1, 1, kwargs["output_dim"], dtype=torch.float64),
+                          kwargs["teacher_temp"])
+    s1 = torch.tensor(student, requires_grad=True)
+    s2 = torch.tensor(student, requires_grad=True)
+    fused = dino_cross_entropy(P_t, s1, kwargs["student_temp"])
+    readable = dino_cross_entropy_reference(P_t, s2, kwargs["student_temp"])
+    fused.backward()
+    readable.backward()
+    atol_loss, atol_grad = tolerances(student, kwargs["student_temp"])
+    assert_close(fused.item(), readable.item(), 1e-10, atol_loss, "loss")
+    assert_close(s1.grad.numpy(), s2.grad.numpy(), 1e-10, atol_grad, "grad (analytic vs autograd)")
+    grad_ref = numpy_ref.dino_loss_grad(teacher, student, np.zeros((1, 1, kwargs["output_dim"])),
+                                        kwargs["teacher_temp"], kwargs["student_temp"])
+    assert_close(s2.grad.numpy(), grad_ref, 1e-10, atol_grad, "grad (NumPy by hand vs autograd)")
+
+
+@pytest.mark.parametrize("T,S,B,D", [(1, 2, 3, 5), (2, 2, 2, 4), (2, 5, 3, 6), (3, 3, 2, 3), (4, 6, 1, 7)])
+def test_gradcheck_fused(T, S, B, D):
+    gen = torch.Generator().manual_seed(T * 100 + S)
+    P_t = torch.softmax(torch.randn(T, B, D, dtype=torch.float64, generator=gen) / 0.3, -1)
+    student = torch.randn(S, B, D, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda s: dino_cross_entropy(P_t, s, 0.2), (student,))
+
+
+def test_gradcheck_module():
+    loss_fn = DINOLoss(output_dim=5, warmup_teacher_temp_epochs=3).double()
+    teacher = torch.randn(2, 3, 5, dtype=torch.float64)
+    student = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda s: loss_fn(teacher, s, epoch=1, update_center=False), (student,))
+
+
+def test_lists_of_views_equal_stacked_tensors():
+    teacher, student = torch.randn(2, 4, 8), torch.randn(5, 4, 8)
+    a, b = DINOLoss(8), DINOLoss(8)
+    assert torch.equal(a(teacher, student, epoch=3), b(list(teacher), tuple(student), epoch=3))
+    assert torch.equal(a.center, b.center)
+    ref = numpy_ref.DINOLoss(8)
+    assert ref([t.numpy() for t in teacher], list(student.numpy())) == pytest.approx(
+        DINOLoss(8).double()(teacher.double(), student.double()).item(), rel=1e-10)

@@ -1,0 +1,37 @@
+"""pyproject.toml (pip) and environment.yml (conda) declare the same dependencies."""
+import pathlib
+import re
+import tomllib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
+
+
+def requirement_name(spec):
+    return re.split(r"[<>=!~\[ ;]", spec.strip(), maxsplit=1)[0].lower()
+
+
+def test_pip_and_conda_declare_the_same_packages():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pip_specs = project["dependencies"] + [s for group in project["optional-dependencies"].values() for s in group]
+    pip_names = {requirement_name(s) for s in pip_specs}
+
+    conda_names = set()
+    in_deps = False
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        if line.startswith("dependencies:"):
+            in_deps = True
+        elif in_deps and re.match(r"^  - [A-Za-z]", line):  # top-level conda entries only
+            name = requirement_name(line[4:])
+            conda_names.add(CONDA_NAMES.get(name, name))
+    conda_names -= {"python", "pip", "pip:"}
+    assert pip_names == conda_names, f"only pip: {pip_names - conda_names}, only conda: {conda_names - pip_names}"
+
+
+def test_versions_agree():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pip_specs = {requirement_name(s): s.replace(" ", "") for s in project["dependencies"]}
+    env = (ROOT / "environment.yml").read_text()
+    for name, spec in pip_specs.items():
+        conda = {v: k for k, v in CONDA_NAMES.items()}.get(name, name)
+        assert f"  - {conda}{spec[len(name):]}" in env, f"{name}: pip says {spec}"

@@ -225,3 +225,14 @@ def test_numpy_ref_imports_no_torch():
     code = "import sys; from dino_ref import numpy_ref; numpy_ref.DINOLoss(4); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_forward_and_backward_read_no_tensor_values_on_the_host():
+    """ on the meta device tensors have no values: any .item(), bool() or host sync would raise """
+    loss_fn = DINOLoss(8).to("meta")
+    teacher = torch.empty(2, 3, 8, device="meta")
+    student = torch.empty(5, 3, 8, device="meta", requires_grad=True)
+    loss = loss_fn(teacher, student, epoch=1.5)
+    loss.backward()
+    assert loss.device.type == "meta" and student.grad.shape == (5, 3, 8)
+    assert loss_fn.center.device.type == "meta"

@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from dino_ref import DINOLoss, numpy_ref
-from conftest import GOLDEN_FILES, golden_kwargs
+from golden_cases import GOLDEN_FILES, golden_kwargs
 
 RTOL = 1e-10
 

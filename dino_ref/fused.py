@@ -14,9 +14,24 @@ Two identities make it linear in S and let it skip log_softmax entirely:
 
 The gradient is  dL/ds[v, b] = (c_v softmax(s[v, b] / tau) - W[v, b]) / (n B tau), recomputed in
 backward from the saved lse (S, B): nothing of size S x B x D is kept between the passes.
+
+Why it is fast (numbers: `benchmarks/README.md`): at out_dim 65536 the cost of the usual forms is
+extra passes over S x B x D tensors and fresh allocations of them (page faults), not arithmetic.
+Here each direction reads the student tensor from memory once: the rows are walked in chunks of a
+few rows (`rows_per_chunk`) that stay in the CPU cache while the small passes (dot, max, exp,
+sum) run over them. The forward allocates nothing large (two chunk-sized scratch buffers), the
+backward only its (S, B, D) output, filled in place. What remains is one exp per element in each
+direction. On an accelerator the chunks are whole views (few kernel launches).
+`dino_cross_entropy_reference` in loss.py is the same loss written plainly, for autograd.
 """
 
 import torch
+
+# elements per chunk: 2^20 on CPU (4 MiB float32: the rows of s, the Q rows and the scratch stay
+# in the last-level cache; 2^17..2^21 all run within ~10 %, measured in benchmarks/); 2^24
+# elsewhere (few large kernels, each launch costs more than its arithmetic; scratch bounded)
+CPU_CHUNK_ELEMENTS = 2 ** 20
+DEVICE_CHUNK_ELEMENTS = 2 ** 24
 
 
 def pair_counts(T, S, device, dtype):
@@ -26,40 +41,79 @@ def pair_counts(T, S, device, dtype):
     return c
 
 
+def rows_per_chunk(B, D, device):
+    """ how many batch rows of one view each chunk holds: 1 <= r <= B """
+    budget = CPU_CHUNK_ELEMENTS if device.type == "cpu" else DEVICE_CHUNK_ELEMENTS
+    return max(1, min(B, budget // D))
+
+
+def rowwise_dot(x, y, out, scratch):
+    """ out[r] = <x[r], y[r]> = sum_d x[r, d] y[r, d] for (r, D) rows, through a scratch buffer
+
+    (a batched (1 x D) @ (D x 1) bmm is several times slower for a few rows on CPU)
+    """
+    torch.sum(torch.mul(x, y, out=scratch), -1, out=out)
+
+
 class DINOCrossEntropy(torch.autograd.Function):
     """ mean over pairs and batch of H(P_t[i, b], P_s[v, b]), differentiable in the student """
 
     @staticmethod
     def forward(ctx, student, P_t, student_temp):
-        T, B, _ = P_t.shape
+        T, B, D = P_t.shape
         S = student.shape[0]
         k = min(T, S)
-        n = T * S - k
-        Q = P_t.sum(0)                                                  # (B, D)  sum_i P_t[i]
-        lse = torch.logsumexp(student * (1.0 / student_temp), dim=-1)   # (S, B)  lse(s / tau)
-        dot_Q = torch.einsum("sbd,bd->sb", student, Q)                  # (S, B)  <Q, s[v]>
-        dot_own = torch.einsum("tbd,tbd->tb", student[:k], P_t[:k])     # (k, B)  <P_t[v], s[v]>
-        c = pair_counts(T, S, student.device, student.dtype)            # (S,)
-        # sum_v sum_b c_v lse[v, b] - <W[v, b], s[v, b]> / tau
-        total = (c[:, None] * lse).sum() - (dot_Q.sum() - dot_own.sum()) / student_temp
+        inv_tau = 1.0 / student_temp
+        r = rows_per_chunk(B, D, student.device)
+        new = student.new_empty
+        row_max, sum_exp = new((S, B)), new((S, B))   # (S, B)  m = max_d s,  sum_d exp((s - m) / tau)
+        dot_Q, dot_own = new((S, B)), new((k, B))     # (S, B), (k, B)  <Q, s[v]>,  <P_t[v], s[v]>
+        q, z = new((r, D)), new((r, D))               # (r, D) scratch: rows of Q, rows being summed
+        for b0 in range(0, B, r):
+            b1 = min(b0 + r, B)
+            n_rows = b1 - b0
+            Qc = torch.sum(P_t[:, b0:b1], 0, out=q[:n_rows])           # (r, D)  Q = sum_i P_t[i]
+            zc = z[:n_rows]
+            for v in range(S):
+                x = student[v, b0:b1]                                  # (r, D)  s[v, b]
+                rowwise_dot(x, Qc, dot_Q[v, b0:b1], zc)                # <Q, s[v, b]>
+                if v < k:                                               # <P_t[v, b], s[v, b]>
+                    rowwise_dot(x, P_t[v, b0:b1], dot_own[v, b0:b1], zc)
+                m = torch.amax(x, -1, out=row_max[v, b0:b1])           # (r,)  m = max_d s
+                torch.add(m[:, None] * -inv_tau, x, alpha=inv_tau, out=zc)  # (s - m) / tau
+                torch.sum(zc.exp_(), -1, out=sum_exp[v, b0:b1])        # sum_d exp((s - m) / tau)
+        lse = row_max * inv_tau + sum_exp.log_()                       # (S, B)  lse(s / tau)
+        c = pair_counts(T, S, student.device, student.dtype)           # (S,)
+        # sum_v sum_b c_v lse[v, b] - <W[v, b], s[v, b]> / tau,  with W[v] = Q - P_t[v] (v < T)
+        total = (c[:, None] * lse).sum() - (dot_Q.sum() - dot_own.sum()) * inv_tau
         ctx.save_for_backward(student, P_t, lse)
         ctx.student_temp = student_temp
-        return total / (n * B)
+        return total / ((T * S - k) * B)
 
     @staticmethod
     def backward(ctx, grad_out):
         student, P_t, lse = ctx.saved_tensors
-        tau = ctx.student_temp
-        T, B, _ = P_t.shape
+        inv_tau = 1.0 / ctx.student_temp
+        T, B, D = P_t.shape
         S = student.shape[0]
         k = min(T, S)
-        scale = grad_out / ((T * S - k) * B * tau)                      # 0-dim, no host sync
-        c = pair_counts(T, S, student.device, student.dtype)
-        grad = torch.mul(student, 1.0 / tau)                            # (S, B, D)  s / tau
-        grad.sub_(lse[..., None]).exp_()                                # softmax(s / tau)
-        grad.mul_((c * scale)[:, None, None])                           # c_v P_s scale
-        grad.sub_(P_t.sum(0) * scale)                                   # - Q scale
-        grad[:k].add_(P_t[:k] * scale)                                  # + P_t[v] scale, v < T
+        r = rows_per_chunk(B, D, student.device)
+        scale = grad_out * (inv_tau / ((T * S - k) * B))               # 0-dim, no host sync
+        c_scale = pair_counts(T, S, student.device, student.dtype) * scale  # (S,)  c_v scale
+        neg_lse = -lse                                                 # (S, B)
+        grad = torch.empty(student.shape, dtype=student.dtype, device=student.device)  # (S, B, D)
+        neg_Q, neg_W = student.new_empty((r, D)), student.new_empty((r, D))  # scratch rows
+        for b0 in range(0, B, r):
+            b1 = min(b0 + r, B)
+            nQ = torch.sum(P_t[:, b0:b1], 0, out=neg_Q[:b1 - b0]).mul_(-scale)  # (r, D)  -scale Q
+            for v in range(S):
+                g = grad[v, b0:b1]                                     # (r, D), filled in place
+                torch.add(neg_lse[v, b0:b1, None], student[v, b0:b1], alpha=inv_tau, out=g)
+                g.exp_()                                               # P_s = exp(s / tau - lse)
+                nW = nQ
+                if v < k:  # W = Q - P_t[v]: the own teacher view is not a pair
+                    nW = torch.addcmul(nQ, P_t[v, b0:b1], scale, out=neg_W[:b1 - b0])
+                torch.addcmul(nW, g, c_scale[v], out=g)                # scale (c_v P_s - W)
         return grad, None, None
 
 

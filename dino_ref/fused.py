@@ -47,14 +47,6 @@ def rows_per_chunk(B, D, device):
     return max(1, min(B, budget // D))
 
 
-def rowwise_dot(x, y, out, scratch):
-    """ out[r] = <x[r], y[r]> = sum_d x[r, d] y[r, d] for (r, D) rows, through a scratch buffer
-
-    (a batched (1 x D) @ (D x 1) bmm is several times slower for a few rows on CPU)
-    """
-    torch.sum(torch.mul(x, y, out=scratch), -1, out=out)
-
-
 class DINOCrossEntropy(torch.autograd.Function):
     """ mean over pairs and batch of H(P_t[i, b], P_s[v, b]), differentiable in the student """
 
@@ -66,19 +58,20 @@ class DINOCrossEntropy(torch.autograd.Function):
         inv_tau = 1.0 / student_temp
         r = rows_per_chunk(B, D, student.device)
         new = student.new_empty
+        n_chunks = -(-B // r)
         row_max, sum_exp = new((S, B)), new((S, B))   # (S, B)  m = max_d s,  sum_d exp((s - m) / tau)
-        dot_Q, dot_own = new((S, B)), new((k, B))     # (S, B), (k, B)  <Q, s[v]>,  <P_t[v], s[v]>
+        dot_Q, dot_own = new((S, n_chunks)), new((k, n_chunks))  # sum_b <Q, s[v]>, <P_t[v], s[v]>
         q, z = new((r, D)), new((r, D))               # (r, D) scratch: rows of Q, rows being summed
-        for b0 in range(0, B, r):
+        for j, b0 in enumerate(range(0, B, r)):
             b1 = min(b0 + r, B)
-            n_rows = b1 - b0
-            Qc = torch.sum(P_t[:, b0:b1], 0, out=q[:n_rows])           # (r, D)  Q = sum_i P_t[i]
-            zc = z[:n_rows]
+            Qc = torch.sum(P_t[:, b0:b1], 0, out=q[:b1 - b0])          # (r, D)  Q = sum_i P_t[i]
+            zc = z[:b1 - b0]
             for v in range(S):
                 x = student[v, b0:b1]                                  # (r, D)  s[v, b]
-                rowwise_dot(x, Qc, dot_Q[v, b0:b1], zc)                # <Q, s[v, b]>
-                if v < k:                                               # <P_t[v, b], s[v, b]>
-                    rowwise_dot(x, P_t[v, b0:b1], dot_own[v, b0:b1], zc)
+                x_flat = x.reshape(-1)                                 # a view when s is contiguous
+                torch.dot(x_flat, Qc.view(-1), out=dot_Q[v, j])        # sum_b <Q[b], s[v, b]>
+                if v < k:                                              # sum_b <P_t[v, b], s[v, b]>
+                    torch.dot(x_flat, P_t[v, b0:b1].reshape(-1), out=dot_own[v, j])
                 m = torch.amax(x, -1, out=row_max[v, b0:b1])           # (r,)  m = max_d s
                 torch.add(m[:, None] * -inv_tau, x, alpha=inv_tau, out=zc)  # (s - m) / tau
                 torch.sum(zc.exp_(), -1, out=sum_exp[v, b0:b1])        # sum_d exp((s - m) / tau)

@@ -12,25 +12,28 @@ Two identities make it linear in S and let it skip log_softmax entirely:
 2. H(p, softmax(z)) = sum(p) * lse(z) - <p, z>, so per (v, b):
        loss[v, b] = c_v * lse(s[v, b] / tau) - <W[v, b], s[v, b]> / tau.
 
-The gradient is  dL/ds[v, b] = (c_v softmax(s[v, b] / tau) - W[v, b]) / (n B tau), recomputed in
-backward from the saved lse (S, B): nothing of size S x B x D is kept between the passes.
+The gradient is  dL/ds[v, b] = (c_v softmax(s[v, b] / tau) - W[v, b]) / (n B tau).
+`fused_pass` computes the loss and, when the student needs a gradient, this gradient (at
+dL = 1) in the same walk over s, while exp((s - m) / tau) is still in the cache; backward only
+scales it in place by the incoming gradient. A second backward through the same graph
+(retain_graph, gradcheck) reruns the very same pass, so it gives the same bits.
 
 Why it is fast (numbers: `benchmarks/README.md`): at out_dim 65536 the cost of the usual forms is
 extra passes over S x B x D tensors and fresh allocations of them (page faults), not arithmetic.
 Here each direction reads the student tensor from memory once: the rows are walked in chunks of a
 few rows (`rows_per_chunk`) that stay in the CPU cache while the small passes (dot, max, exp,
-sum) run over them. The forward allocates nothing large (two chunk-sized scratch buffers), the
-backward only its (S, B, D) output, filled in place. What remains is one exp per element in each
-direction. On an accelerator the chunks are whole views (few kernel launches).
+sum, gradient) run over them. Nothing large is allocated but the (S, B, D) gradient (scratch:
+three chunk-sized buffers), and there is one exp per element in all. On an accelerator the chunks
+are whole views (few kernel launches).
 `dino_cross_entropy_reference` in loss.py is the same loss written plainly, for autograd.
 """
 
 import torch
 
-# elements per chunk: 2^20 on CPU (4 MiB float32: the rows of s, the Q rows and the scratch stay
-# in the last-level cache; 2^17..2^21 all run within ~10 %, measured in benchmarks/); 2^24
-# elsewhere (few large kernels, each launch costs more than its arithmetic; scratch bounded)
-CPU_CHUNK_ELEMENTS = 2 ** 20
+# elements per chunk: 2^19 on CPU (2 MiB float32: the rows of s and the scratch rows stay in the
+# cache; 2^18..2^20 run within ~5 % of each other here); 2^24 elsewhere (few large kernels: on a
+# GPU a launch costs more than its arithmetic; the scratch stays bounded all the same)
+CPU_CHUNK_ELEMENTS = 2 ** 19
 DEVICE_CHUNK_ELEMENTS = 2 ** 24
 
 
@@ -47,69 +50,72 @@ def rows_per_chunk(B, D, device):
     return max(1, min(B, budget // D))
 
 
+def fused_pass(student, P_t, student_temp, grad=None):
+    """ the loss, one walk over s in chunks; fills grad (S, B, D) with dL/ds at dL = 1 if given """
+    T, B, D = P_t.shape
+    S = student.shape[0]
+    k = min(T, S)
+    n = T * S - k                                                      # number of (i, v) pairs
+    inv_tau = 1.0 / student_temp
+    g_scale = inv_tau / (n * B)                                        # 1 / (n B tau)
+    c = pair_counts(T, S, student.device, student.dtype)              # (S,)  c_v
+    r = rows_per_chunk(B, D, student.device)
+    n_chunks = -(-B // r)
+    new = student.new_empty
+    row_max, sum_exp = new((S, B)), new((S, B))       # (S, B)  m = max_d s,  sum_d exp((s - m) / tau)
+    dot_Q, dot_own = new((S, n_chunks)), new((k, n_chunks))  # sum_b <Q, s[v]>, sum_b <P_t[v], s[v]>
+    q, neg_q, z = new((r, D)), new((r, D)), new((r, D))       # scratch rows: Q, -Q / (n B tau), exp
+    for j, b0 in enumerate(range(0, B, r)):
+        b1 = min(b0 + r, B)
+        Qc = torch.sum(P_t[:, b0:b1], 0, out=q[:b1 - b0])              # (r, D)  Q = sum_i P_t[i]
+        if grad is not None:
+            nQc = torch.mul(Qc, -g_scale, out=neg_q[:b1 - b0])         # (r, D)  -Q / (n B tau)
+        zc = z[:b1 - b0]
+        for v in range(S):
+            x = student[v, b0:b1]                                      # (r, D)  s[v, b]
+            x_flat = x.reshape(-1)                                     # a view when s is contiguous
+            torch.dot(x_flat, Qc.view(-1), out=dot_Q[v, j])            # sum_b <Q[b], s[v, b]>
+            if v < k:                                                  # sum_b <P_t[v, b], s[v, b]>
+                torch.dot(x_flat, P_t[v, b0:b1].reshape(-1), out=dot_own[v, j])
+            m = torch.amax(x, -1, out=row_max[v, b0:b1])               # (r,)  m = max_d s
+            torch.add(m[:, None] * -inv_tau, x, alpha=inv_tau, out=zc)  # (s - m) / tau
+            se = torch.sum(zc.exp_(), -1, out=sum_exp[v, b0:b1])       # (r,)  sum_d exp((s - m) / tau)
+            if grad is not None:
+                g = grad[v, b0:b1]                                     # (r, D), written once
+                # (c_v P_s - Q) / (n B tau),  P_s = exp((s - m) / tau) / sum_exp
+                torch.addcmul(nQc, zc, ((c[v] * g_scale) / se)[:, None], out=g)
+                if v < k:                                              # W = Q - P_t[v]: + P_t[v]
+                    g.add_(P_t[v, b0:b1], alpha=g_scale)
+    lse = row_max * inv_tau + sum_exp.log_()                           # (S, B)  lse(s / tau)
+    # sum_v sum_b c_v lse[v, b] - <W[v, b], s[v, b]> / tau,  with W[v] = Q - P_t[v] (v < T)
+    total = (c[:, None] * lse).sum() - (dot_Q.sum() - dot_own.sum()) * inv_tau
+    return total / (n * B)
+
+
 class DINOCrossEntropy(torch.autograd.Function):
     """ mean over pairs and batch of H(P_t[i, b], P_s[v, b]), differentiable in the student """
 
     @staticmethod
     def forward(ctx, student, P_t, student_temp):
-        T, B, D = P_t.shape
-        S = student.shape[0]
-        k = min(T, S)
-        inv_tau = 1.0 / student_temp
-        r = rows_per_chunk(B, D, student.device)
-        new = student.new_empty
-        n_chunks = -(-B // r)
-        row_max, sum_exp = new((S, B)), new((S, B))   # (S, B)  m = max_d s,  sum_d exp((s - m) / tau)
-        dot_Q, dot_own = new((S, n_chunks)), new((k, n_chunks))  # sum_b <Q, s[v]>, <P_t[v], s[v]>
-        q, z = new((r, D)), new((r, D))               # (r, D) scratch: rows of Q, rows being summed
-        for j, b0 in enumerate(range(0, B, r)):
-            b1 = min(b0 + r, B)
-            Qc = torch.sum(P_t[:, b0:b1], 0, out=q[:b1 - b0])          # (r, D)  Q = sum_i P_t[i]
-            zc = z[:b1 - b0]
-            for v in range(S):
-                x = student[v, b0:b1]                                  # (r, D)  s[v, b]
-                x_flat = x.reshape(-1)                                 # a view when s is contiguous
-                torch.dot(x_flat, Qc.view(-1), out=dot_Q[v, j])        # sum_b <Q[b], s[v, b]>
-                if v < k:                                              # sum_b <P_t[v, b], s[v, b]>
-                    torch.dot(x_flat, P_t[v, b0:b1].reshape(-1), out=dot_own[v, j])
-                m = torch.amax(x, -1, out=row_max[v, b0:b1])           # (r,)  m = max_d s
-                torch.add(m[:, None] * -inv_tau, x, alpha=inv_tau, out=zc)  # (s - m) / tau
-                torch.sum(zc.exp_(), -1, out=sum_exp[v, b0:b1])        # sum_d exp((s - m) / tau)
-        lse = row_max * inv_tau + sum_exp.log_()                       # (S, B)  lse(s / tau)
-        c = pair_counts(T, S, student.device, student.dtype)           # (S,)
-        # sum_v sum_b c_v lse[v, b] - <W[v, b], s[v, b]> / tau,  with W[v] = Q - P_t[v] (v < T)
-        total = (c[:, None] * lse).sum() - (dot_Q.sum() - dot_own.sum()) * inv_tau
-        ctx.save_for_backward(student, P_t, lse)
-        ctx.student_temp = student_temp
-        return total / ((T * S - k) * B)
+        grad = torch.empty(student.shape, dtype=student.dtype, device=student.device)  # (S, B, D)
+        loss = fused_pass(student, P_t, student_temp, grad)
+        ctx.save_for_backward(student, P_t)
+        ctx.student_temp, ctx.grad = student_temp, grad  # dL/ds at dL = 1, used up by backward
+        return loss
 
     @staticmethod
     def backward(ctx, grad_out):
-        student, P_t, lse = ctx.saved_tensors
-        inv_tau = 1.0 / ctx.student_temp
-        T, B, D = P_t.shape
-        S = student.shape[0]
-        k = min(T, S)
-        r = rows_per_chunk(B, D, student.device)
-        scale = grad_out * (inv_tau / ((T * S - k) * B))               # 0-dim, no host sync
-        c_scale = pair_counts(T, S, student.device, student.dtype) * scale  # (S,)  c_v scale
-        neg_lse = -lse                                                 # (S, B)
-        grad = torch.empty(student.shape, dtype=student.dtype, device=student.device)  # (S, B, D)
-        neg_Q, neg_W = student.new_empty((r, D)), student.new_empty((r, D))  # scratch rows
-        for b0 in range(0, B, r):
-            b1 = min(b0 + r, B)
-            nQ = torch.sum(P_t[:, b0:b1], 0, out=neg_Q[:b1 - b0]).mul_(-scale)  # (r, D)  -scale Q
-            for v in range(S):
-                g = grad[v, b0:b1]                                     # (r, D), filled in place
-                torch.add(neg_lse[v, b0:b1, None], student[v, b0:b1], alpha=inv_tau, out=g)
-                g.exp_()                                               # P_s = exp(s / tau - lse)
-                nW = nQ
-                if v < k:  # W = Q - P_t[v]: the own teacher view is not a pair
-                    nW = torch.addcmul(nQ, P_t[v, b0:b1], scale, out=neg_W[:b1 - b0])
-                torch.addcmul(nW, g, c_scale[v], out=g)                # scale (c_v P_s - W)
-        return grad, None, None
+        grad, ctx.grad = ctx.grad, None
+        if grad is None:  # a second backward through this graph: the same pass again
+            student, P_t = ctx.saved_tensors
+            grad = torch.empty(student.shape, dtype=student.dtype, device=student.device)
+            fused_pass(student, P_t, ctx.student_temp, grad)
+        return grad.mul_(grad_out), None, None                        # chain rule, in place
 
 
 def dino_cross_entropy(P_t, student, student_temp):
     """ the fused loss; P_t (T, B, D) is treated as a constant, student (S, B, D) """
-    return DINOCrossEntropy.apply(student, P_t.detach(), float(student_temp))
+    P_t, student_temp = P_t.detach(), float(student_temp)
+    if torch.is_grad_enabled() and student.requires_grad:
+        return DINOCrossEntropy.apply(student, P_t, student_temp)
+    return fused_pass(student, P_t, student_temp)                     # no gradient: loss only

@@ -20,20 +20,22 @@ scales it in place by the incoming gradient. A second backward through the same 
 
 Why it is fast (numbers: `benchmarks/README.md`): at out_dim 65536 the cost of the usual forms is
 extra passes over S x B x D tensors and fresh allocations of them (page faults), not arithmetic.
-Here each direction reads the student tensor from memory once: the rows are walked in chunks of a
-few rows (`rows_per_chunk`) that stay in the CPU cache while the small passes (dot, max, exp,
-sum, gradient) run over them. Nothing large is allocated but the (S, B, D) gradient (scratch:
-three chunk-sized buffers), and there is one exp per element in all. On an accelerator the chunks
-are whole views (few kernel launches).
+Here the forward reads s from memory once and writes the gradient once, the backward is one
+in-place scale: the rows are walked in chunks of a few rows (`rows_per_chunk`) that stay in the
+CPU cache while the small passes (dot, max, exp, sum, gradient) run over them. Nothing large is
+allocated but the (S, B, D) gradient (scratch: three chunk-sized buffers), and there is one exp
+per element in all. On an accelerator the chunks are whole views (few kernel launches).
 `dino_cross_entropy_reference` in loss.py is the same loss written plainly, for autograd.
 """
 
 import torch
 
-# elements per chunk: 2^19 on CPU (2 MiB float32: the rows of s and the scratch rows stay in the
-# cache; 2^18..2^20 run within ~5 % of each other here); 2^24 elsewhere (few large kernels: on a
+# elements per chunk: 2^21 on CPU (8 MiB float32; chunk and scratch stay in a 32 MiB last-level
+# cache; 2^18..2^21 run within ~5 % on a quiet machine, but every op is a fork/join of the
+# intra-op threads, and when other processes share the cores each join can wait a scheduler
+# tick, so fewer, larger chunks are the safer choice); 2^24 elsewhere (few large kernels: on a
 # GPU a launch costs more than its arithmetic; the scratch stays bounded all the same)
-CPU_CHUNK_ELEMENTS = 2 ** 19
+CPU_CHUNK_ELEMENTS = 2 ** 21
 DEVICE_CHUNK_ELEMENTS = 2 ** 24
 
 

@@ -19,7 +19,8 @@ __all__ = ["DINOLoss", "teacher_targets", "dino_cross_entropy_reference", "dino_
 def teacher_targets(teacher, center, teacher_temp):
     """ P_t = softmax((t - c) / tau_t), no gradient; (T, B, D) """
     with torch.no_grad():
-        return F.softmax((teacher.detach() - center) / teacher_temp, dim=-1)
+        logits = teacher.detach() - center                          # (T, B, D)  centering: a new tensor
+        return F.softmax(logits.div_(teacher_temp), dim=-1)         # sharpening, in place
 
 
 def dino_cross_entropy_reference(P_t, student, student_temp):

@@ -1,0 +1,113 @@
+"""The networks of a tiny DINO: a small CNN backbone, the DINO projection head, the
+multi-crop wrapper that runs both crop sizes, and the exponential-moving-average teacher.
+
+The backbone uses GroupNorm, not BatchNorm: a sample's output then depends on that sample only,
+so splitting a batch between processes changes nothing (and the paper's ViT has no BatchNorm).
+"""
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import MEAN, STD
+
+
+def conv_block(c_in, c_out, stride):
+    """ 3x3 convolution -> GroupNorm -> GELU """
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+                         nn.GroupNorm(min(8, c_out), c_out), nn.GELU())
+
+
+class ConvBackbone(nn.Module):
+    """ small CNN + global average pooling: any input size -> one embed_dim feature per image """
+
+    def __init__(self, widths=(32, 64, 128)):
+        super().__init__()
+        layers, c_in = [], 3
+        for i, c in enumerate(widths):
+            layers += [conv_block(c_in, c, stride=1 if i == 0 else 2), conv_block(c, c, stride=1)]
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        self.norm = nn.LayerNorm(widths[-1])                         # like the ViT's final norm
+        self.embed_dim = widths[-1]
+
+    def forward(self, x):                                             # (N, 3, H, W) in [0, 1]
+        x = self.features((x - MEAN) / STD)                           # (N, C, H / 4, W / 4)
+        return self.norm(x.mean(dim=(2, 3)))                          # (N, C) global pooling
+
+
+class WeightNormLinear(nn.Module):
+    """ a bias-free linear layer whose weight rows are v / ||v||: weight norm with g fixed to 1 """
+
+    def __init__(self, in_dim, out_dim):
+        super().__init__()
+        self.v = nn.Parameter(torch.empty(out_dim, in_dim))
+        nn.init.trunc_normal_(self.v, std=0.02)
+
+    def forward(self, x):                                             # (N, in_dim)
+        return x @ F.normalize(self.v, dim=1).T                       # (N, out_dim)
+
+
+class DINOHead(nn.Module):
+    """ MLP -> bottleneck -> L2-normalise -> weight-normalised last layer to K = out_dim logits """
+
+    def __init__(self, in_dim, out_dim, hidden_dim=256, bottleneck_dim=64, n_layers=3):
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (n_layers - 1) + [bottleneck_dim]
+        layers = []
+        for i in range(n_layers):
+            layers.append(nn.Linear(dims[i], dims[i + 1]))
+            if i < n_layers - 1:
+                layers.append(nn.GELU())
+        self.mlp = nn.Sequential(*layers)
+        self.last_layer = WeightNormLinear(bottleneck_dim, out_dim)
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):                                             # (N, in_dim)
+        z = F.normalize(self.mlp(x), dim=-1)                          # (N, bottleneck) on the sphere
+        return self.last_layer(z)                                     # (N, K) cosines in [-1, 1]
+
+
+class MultiCropNet(nn.Module):
+    """ backbone + head over views of several sizes: one backbone pass per size, one head pass """
+
+    def __init__(self, backbone, head):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, *view_groups):                                  # each (V_g, B, 3, H_g, W_g)
+        feats = []
+        for views in view_groups:
+            if views.shape[0] == 0:
+                continue
+            V, B = views.shape[:2]
+            feats.append(self.backbone(views.flatten(0, 1)).view(V, B, -1))  # (V_g, B, C)
+        feats = torch.cat(feats)                                      # (V, B, C)
+        return self.head(feats)                                       # (V, B, K)
+
+
+def make_student(out_dim, widths=(32, 64, 128), hidden_dim=256, bottleneck_dim=64):
+    """ a freshly initialised student network """
+    backbone = ConvBackbone(widths)
+    return MultiCropNet(backbone, DINOHead(backbone.embed_dim, out_dim, hidden_dim, bottleneck_dim))
+
+
+def make_teacher(student):
+    """ the teacher starts as a copy of the student and never receives gradients """
+    teacher = copy.deepcopy(student)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+@torch.no_grad()
+def ema_update(teacher, student, momentum):
+    """ theta_t <- lambda theta_t + (1 - lambda) theta_s, for every parameter """
+    t_params, s_params = list(teacher.parameters()), list(student.parameters())
+    torch._foreach_mul_(t_params, momentum)
+    torch._foreach_add_(t_params, [p.detach() for p in s_params], alpha=1.0 - momentum)

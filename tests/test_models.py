@@ -1,0 +1,77 @@
+"""Backbone, DINO head, EMA teacher, and the loss = h + KL identity on network outputs."""
+
+import torch
+import torch.nn.functional as F
+
+from dino_ref import DINOLoss
+from dino_ref.loss import teacher_entropy
+from dino_ref.models import DINOHead, WeightNormLinear, ema_update, make_student, make_teacher
+from dino_ref.train import cosine_schedule
+
+
+def test_student_accepts_both_crop_sizes():
+    torch.manual_seed(0)
+    net = make_student(out_dim=50, widths=(8, 16, 16), hidden_dim=32, bottleneck_dim=8)
+    out = net(torch.rand(2, 3, 3, 32, 32), torch.rand(4, 3, 3, 16, 16))
+    assert out.shape == (6, 3, 50)
+    assert net(torch.rand(2, 3, 3, 32, 32)).shape == (2, 3, 50)
+
+
+def test_head_normalises_bottleneck_and_last_layer():
+    torch.manual_seed(0)
+    head = DINOHead(16, 40, hidden_dim=32, bottleneck_dim=8)
+    with torch.no_grad():
+        head.last_layer.v.mul_(7.0)                                   # the norm g stays 1
+    x = torch.randn(5, 16)
+    z = F.normalize(head.mlp(x), dim=-1)
+    W = F.normalize(head.last_layer.v, dim=1)
+    assert torch.allclose(W.norm(dim=1), torch.ones(40))
+    assert torch.allclose(head(x), z @ W.T, atol=1e-6)
+    assert head(x).abs().max() <= 1 + 1e-6                            # logits are cosines
+
+
+def test_weight_norm_layer_is_scale_invariant():
+    layer = WeightNormLinear(4, 3)
+    x = torch.randn(2, 4)
+    before = layer(x)
+    with torch.no_grad():
+        layer.v.mul_(0.1)
+    assert torch.allclose(before, layer(x), atol=1e-6)
+
+
+def test_ema_update_and_teacher_has_no_gradient():
+    torch.manual_seed(0)
+    student = make_student(10, widths=(4, 8, 8), hidden_dim=8, bottleneck_dim=4)
+    teacher = make_teacher(student)
+    assert all(not p.requires_grad for p in teacher.parameters())
+    old = [p.clone() for p in teacher.parameters()]
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    ema_update(teacher, student, 0.9)
+    for t, o, s in zip(teacher.parameters(), old, student.parameters()):
+        assert torch.allclose(t, 0.9 * o + 0.1 * s, atol=1e-6)
+    ema_update(teacher, student, 1.0)                                 # momentum 1: frozen teacher
+    ema_update(teacher, student, 0.0)                                 # momentum 0: a copy
+    assert all(torch.equal(t, s) for t, s in zip(teacher.parameters(), student.parameters()))
+
+
+def test_loss_is_entropy_plus_kl():
+    torch.manual_seed(0)
+    T, S, B, K = 2, 6, 5, 30
+    loss_fn = DINOLoss(K, warmup_teacher_temp=0.04, teacher_temp=0.07, warmup_teacher_temp_epochs=3)
+    loss_fn.center.normal_(std=0.1)
+    t, s = 0.3 * torch.randn(T, B, K), torch.randn(S, B, K)          # cosine-sized teacher logits
+    P_t = loss_fn.teacher_probs(t, epoch=1.5)
+    loss = loss_fn(t, s, epoch=1.5)
+    log_P_s = F.log_softmax(s / 0.1, dim=-1)
+    kl = torch.stack([(torch.special.xlogy(P_t[i], P_t[i]) - P_t[i] * log_P_s[v]).sum(-1).mean()
+                      for i in range(T) for v in range(S) if v != i]).mean()
+    assert torch.allclose(loss, teacher_entropy(P_t) + kl, atol=1e-5)
+
+
+def test_cosine_schedule_ends():
+    sched = cosine_schedule(1.0, 0.1, 20, warmup_steps=5)
+    assert sched[0] == 0.0 and abs(sched[5] - 1.0) < 1e-12
+    assert abs(sched[-1] - 0.1) < 0.02 and len(sched) == 20
+    assert all(a >= b for a, b in zip(sched[5:], sched[6:]))

@@ -21,10 +21,11 @@ scales it in place by the incoming gradient. A second backward through the same 
 Why it is fast (numbers: `benchmarks/README.md`): at out_dim 65536 the cost of the usual forms is
 extra passes over S x B x D tensors and fresh allocations of them (page faults), not arithmetic.
 Here the forward reads s from memory once and writes the gradient once, the backward is one
-in-place scale: the rows are walked in chunks of a few rows (`rows_per_chunk`) that stay in the
-CPU cache while the small passes (dot, max, exp, sum, gradient) run over them. Nothing large is
+in-place scale: s is walked in chunks (`chunk_shape`: a few rows of one view, or at small D several
+whole views, so the per-op overhead is paid per chunk, not per view) that stay in the CPU cache
+while the small passes (dot, max, exp, sum, gradient) run over them. Nothing large is
 allocated but the (S, B, D) gradient (scratch: three chunk-sized buffers), and there is one exp
-per element in all. On an accelerator the chunks are whole views (few kernel launches).
+per element in all. On an accelerator the chunks are many whole views (few kernel launches).
 `dino_cross_entropy_reference` in loss.py is the same loss written plainly, for autograd.
 """
 
@@ -46,10 +47,12 @@ def pair_counts(T, S, device, dtype):
     return c
 
 
-def rows_per_chunk(B, D, device):
-    """ how many batch rows of one view each chunk holds: 1 <= r <= B """
+def chunk_shape(S, B, D, device):
+    """ (views, rows) per chunk: rows of one view while a view exceeds the budget (1 <= r <= B),
+    else whole views, as many as fit (1 <= nv <= S) """
     budget = CPU_CHUNK_ELEMENTS if device.type == "cpu" else DEVICE_CHUNK_ELEMENTS
-    return max(1, min(B, budget // D))
+    r = max(1, min(B, budget // D))
+    return (max(1, min(S, budget // (B * D))) if r == B else 1), r
 
 
 def fused_pass(student, P_t, student_temp, grad=None):
@@ -61,33 +64,36 @@ def fused_pass(student, P_t, student_temp, grad=None):
     inv_tau = 1.0 / student_temp
     g_scale = inv_tau / (n * B)                                        # 1 / (n B tau)
     c = pair_counts(T, S, student.device, student.dtype)              # (S,)  c_v
-    r = rows_per_chunk(B, D, student.device)
+    cg = c * g_scale                                                   # (S,)  c_v / (n B tau)
+    nv, r = chunk_shape(S, B, D, student.device)
     n_chunks = -(-B // r)
     new = student.new_empty
     row_max, sum_exp = new((S, B)), new((S, B))       # (S, B)  m = max_d s,  sum_d exp((s - m) / tau)
-    dot_Q, dot_own = new((S, n_chunks)), new((k, n_chunks))  # sum_b <Q, s[v]>, sum_b <P_t[v], s[v]>
-    q, neg_q, z = new((r, D)), new((r, D)), new((r, D))       # scratch rows: Q, -Q / (n B tau), exp
+    dot_Q, dot_own = new((n_chunks, S)), new((n_chunks, k))  # sum_b <Q, s[v]>, sum_b <P_t[v], s[v]>
+    q, neg_q, z = new((r, D)), new((r, D)), new(nv * r * D)   # scratch: Q, -Q / (n B tau), exp
     for j, b0 in enumerate(range(0, B, r)):
         b1 = min(b0 + r, B)
         Qc = torch.sum(P_t[:, b0:b1], 0, out=q[:b1 - b0])              # (r, D)  Q = sum_i P_t[i]
         if grad is not None:
             nQc = torch.mul(Qc, -g_scale, out=neg_q[:b1 - b0])         # (r, D)  -Q / (n B tau)
-        zc = z[:b1 - b0]
-        for v in range(S):
-            x = student[v, b0:b1]                                      # (r, D)  s[v, b]
-            x_flat = x.reshape(-1)                                     # a view when s is contiguous
-            torch.dot(x_flat, Qc.view(-1), out=dot_Q[v, j])            # sum_b <Q[b], s[v, b]>
-            if v < k:                                                  # sum_b <P_t[v, b], s[v, b]>
-                torch.dot(x_flat, P_t[v, b0:b1].reshape(-1), out=dot_own[v, j])
-            m = torch.amax(x, -1, out=row_max[v, b0:b1])               # (r,)  m = max_d s
-            torch.add(m[:, None] * -inv_tau, x, alpha=inv_tau, out=zc)  # (s - m) / tau
-            se = torch.sum(zc.exp_(), -1, out=sum_exp[v, b0:b1])       # (r,)  sum_d exp((s - m) / tau)
+        for v0 in range(0, S, nv):                                     # r < B: one view at a time
+            v1 = min(v0 + nv, S)
+            ko = max(0, min(k, v1) - v0)                               # views v < T in v0:v1
+            x = student[v0:v1, b0:b1]                                  # (nv, r, D)  s[v, b]
+            x_flat = x.reshape(v1 - v0, -1)                            # (nv, r D), a view if s contiguous
+            torch.mv(x_flat, Qc.view(-1), out=dot_Q[j, v0:v1])         # sum_b <Q[b], s[v, b]>
+            for v in range(v0, v0 + ko):                               # sum_b <P_t[v, b], s[v, b]>
+                torch.dot(x_flat[v - v0], P_t[v, b0:b1].reshape(-1), out=dot_own[j, v])  # (bmm: slow)
+            m = torch.amax(x, -1, out=row_max[v0:v1, b0:b1])           # (nv, r)  m = max_d s
+            zc = z[:x.numel()].view(x.shape)                           # (nv, r, D)
+            torch.add(m[..., None] * -inv_tau, x, alpha=inv_tau, out=zc)  # (s - m) / tau
+            se = torch.sum(zc.exp_(), -1, out=sum_exp[v0:v1, b0:b1])   # (nv, r)  sum_d exp((s - m) / tau)
             if grad is not None:
-                g = grad[v, b0:b1]                                     # (r, D), written once
+                g = grad[v0:v1, b0:b1]                                 # (nv, r, D), written once
                 # (c_v P_s - Q) / (n B tau),  P_s = exp((s - m) / tau) / sum_exp
-                torch.addcmul(nQc, zc, ((c[v] * g_scale) / se)[:, None], out=g)
-                if v < k:                                              # W = Q - P_t[v]: + P_t[v]
-                    g.add_(P_t[v, b0:b1], alpha=g_scale)
+                torch.addcmul(nQc, zc, (cg[v0:v1, None] / se)[..., None], out=g)
+                if ko:                                                 # W = Q - P_t[v]: + P_t[v]
+                    g[:ko].add_(P_t[v0:v0 + ko, b0:b1], alpha=g_scale)
     lse = row_max * inv_tau + sum_exp.log_()                           # (S, B)  lse(s / tau)
     # sum_v sum_b c_v lse[v, b] - <W[v, b], s[v, b]> / tau,  with W[v] = Q - P_t[v] (v < T)
     total = (c[:, None] * lse).sum() - (dot_Q.sum() - dot_own.sum()) * inv_tau

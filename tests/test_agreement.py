@@ -104,3 +104,28 @@ def test_lists_of_views_equal_stacked_tensors():
     ref = numpy_ref.DINOLoss(8)
     assert ref([t.numpy() for t in teacher], list(student.numpy())) == pytest.approx(
         DINOLoss(8).double()(teacher.double(), student.double()).item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("budget", [1, 7, 64, 2 ** 10])
+def test_fused_partial_chunks_agree_with_readable(budget, monkeypatch):
+    """ small chunk budgets: partial row chunks, partial view groups, own views split across groups """
+    from dino_ref import fused
+    monkeypatch.setattr(fused, "CPU_CHUNK_ELEMENTS", budget)
+    gen = torch.Generator().manual_seed(budget)
+    for T in range(1, 5):
+        for S in sorted({max(T, 2), T + 1, T + 4}):  # S == T included, one pair at least
+            for B in (1, 3, 5):
+                for D in (1, 3, 16):
+                    P_t = torch.softmax(torch.randn(T, B, D, dtype=torch.float64, generator=gen) / 0.3, -1)
+                    s = 3 * torch.randn(S, B, D, dtype=torch.float64, generator=gen)
+                    if (S + B) % 2:  # half the cases: same values, strided over the batch axis
+                        s = s.transpose(0, 1).contiguous().transpose(0, 1)
+                    s1, s2 = s.detach().requires_grad_(), s.clone().requires_grad_()  # s1 keeps the strides
+                    fused_loss = dino_cross_entropy(P_t, s1, 0.1)
+                    readable = dino_cross_entropy_reference(P_t, s2, 0.1)
+                    fused_loss.backward()
+                    readable.backward()
+                    atol_loss, atol_grad = tolerances(s.numpy(), 0.1)
+                    what = f"T={T} S={S} B={B} D={D}"
+                    assert_close(fused_loss.item(), readable.item(), 1e-10, atol_loss, "loss, " + what)
+                    assert_close(s1.grad.numpy(), s2.grad.numpy(), 1e-10, atol_grad, "grad, " + what)

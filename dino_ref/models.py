@@ -1,13 +1,18 @@
 """The networks of a tiny DINO: a small CNN backbone, the DINO projection head, the
 multi-crop wrapper that runs both crop sizes, and the exponential-moving-average teacher.
 
-The backbone uses GroupNorm, not BatchNorm: a sample's output then depends on that sample only,
-so splitting a batch between processes changes nothing (and the paper's ViT has no BatchNorm).
+The backbone uses GroupNorm: a sample's features depend on that sample only. The head's MLP has
+BatchNorm, as in the paper's ResNet-50 recipe (`use_bn_in_head`); without it this tiny run goes
+to the uniform collapse within its 3 minutes (h(P_t) -> log K, k-NN below the random network).
+Its statistics are those of the whole global batch, all ranks together (`GlobalBatchNorm1d`), so
+splitting a batch between processes changes nothing.
 """
 
 import copy
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from torch import nn
 
@@ -38,6 +43,30 @@ class ConvBackbone(nn.Module):
         return self.norm(x.mean(dim=(2, 3)))                          # (N, C) global pooling
 
 
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """ BatchNorm over the rows of all ranks: the row sum, square sum and count are all-reduced
+
+    (SyncBatchNorm needs CUDA; this one runs on any device, and is plain BatchNorm1d without a
+    process group or in eval mode)
+    """
+
+    def forward(self, x):                                             # (N, C)
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        C = x.shape[1]
+        count = torch.full((1,), float(x.shape[0]), dtype=x.dtype, device=x.device)
+        stats = dist_fn.all_reduce(torch.cat([x.sum(0), (x * x).sum(0), count]))  # autograd-aware
+        n = stats[2 * C]
+        mean = stats[:C] / n                                          # (C,)  E[x]
+        var = stats[C:2 * C] / n - mean * mean                        # (C,)  E[x^2] - E[x]^2
+        with torch.no_grad():                                         # as BatchNorm1d: unbiased
+            m = self.momentum
+            self.running_mean.mul_(1 - m).add_(m * mean)
+            self.running_var.mul_(1 - m).add_(m * var * n / (n - 1).clamp(min=1))
+            self.num_batches_tracked.add_(1)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
 class WeightNormLinear(nn.Module):
     """ a bias-free linear layer whose weight rows are v / ||v||: weight norm with g fixed to 1 """
 
@@ -53,13 +82,14 @@ class WeightNormLinear(nn.Module):
 class DINOHead(nn.Module):
     """ MLP -> bottleneck -> L2-normalise -> weight-normalised last layer to K = out_dim logits """
 
-    def __init__(self, in_dim, out_dim, hidden_dim=256, bottleneck_dim=64, n_layers=3):
+    def __init__(self, in_dim, out_dim, hidden_dim=256, bottleneck_dim=64, n_layers=3, use_bn=True):
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (n_layers - 1) + [bottleneck_dim]
         layers = []
         for i in range(n_layers):
             layers.append(nn.Linear(dims[i], dims[i + 1]))
             if i < n_layers - 1:
+                layers += [GlobalBatchNorm1d(dims[i + 1])] if use_bn else []
                 layers.append(nn.GELU())
         self.mlp = nn.Sequential(*layers)
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim)
@@ -68,9 +98,10 @@ class DINOHead(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x):                                             # (N, in_dim)
-        z = F.normalize(self.mlp(x), dim=-1)                          # (N, bottleneck) on the sphere
-        return self.last_layer(z)                                     # (N, K) cosines in [-1, 1]
+    def forward(self, x):                                             # (..., in_dim)
+        z = self.mlp(x.reshape(-1, x.shape[-1]))                      # (N, bottleneck), BN over N rows
+        z = F.normalize(z, dim=-1)                                    # on the sphere
+        return self.last_layer(z).reshape(*x.shape[:-1], -1)          # (..., K) cosines in [-1, 1]
 
 
 class MultiCropNet(nn.Module):
@@ -91,10 +122,11 @@ class MultiCropNet(nn.Module):
         return self.head(feats)                                       # (V, B, K)
 
 
-def make_student(out_dim, widths=(32, 64, 128), hidden_dim=256, bottleneck_dim=64):
+def make_student(out_dim, widths=(32, 64, 128), hidden_dim=256, bottleneck_dim=64, head_bn=True):
     """ a freshly initialised student network """
     backbone = ConvBackbone(widths)
-    return MultiCropNet(backbone, DINOHead(backbone.embed_dim, out_dim, hidden_dim, bottleneck_dim))
+    head = DINOHead(backbone.embed_dim, out_dim, hidden_dim, bottleneck_dim, use_bn=head_bn)
+    return MultiCropNet(backbone, head)
 
 
 def make_teacher(student):

@@ -46,6 +46,7 @@ class Config:
     widths: tuple = (16, 32, 64)          # backbone channels per stage
     hidden_dim: int = 256
     bottleneck_dim: int = 64
+    head_bn: bool = True                  # BatchNorm in the head MLP (a second, batch-wise centering)
     teacher_temp: float = 0.07
     warmup_teacher_temp: float = 0.04
     warmup_teacher_temp_epochs: int = 10
@@ -142,7 +143,7 @@ def train(config=None, **overrides):
 
     # networks: the teacher starts equal to the student and follows it by EMA
     student = make_student(config.out_dim, config.widths, config.hidden_dim,
-                           config.bottleneck_dim).to(device)
+                           config.bottleneck_dim, config.head_bn).to(device)
     teacher = make_teacher(student)
     student_ddp = student
     if world > 1:

@@ -5,11 +5,13 @@ ones; `dino_ref.DINOLoss` makes the student's output distribution match the teac
 sharpened one. We log the loss = h(P_t) + KL(P_t || P_s) split into its two parts and the k-NN
 accuracy of the teacher backbone. The collapse demos of the paper (Sec. 5.3) are flag choices:
 no centering `--center-momentum 1.0`, no sharpening `--teacher-temp 0.1
---warmup-teacher-temp 0.1 --student-temp 0.1`.
+--warmup-teacher-temp 0.1 --student-temp 0.1`, each with `--no-head-bn`: BatchNorm in the head
+is a batch-wise centering of its own and would hide the first collapse.
 
 Under `torchrun --nproc-per-node 2 -m dino_ref.train` every rank builds the same global batch
 and crops (same seed) and trains on its half; DDP averages the gradients and the loss
-all-reduces the center, so the run matches a single process on the whole batch.
+all-reduces the center (and the head's BatchNorm its statistics), so the run matches a single
+process on the whole batch.
 """
 
 import argparse
@@ -18,7 +20,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist

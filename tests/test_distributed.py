@@ -1,5 +1,4 @@
 """The center under torch.distributed: two gloo processes on loopback with uneven shards."""
-import os
 
 import pytest
 import torch

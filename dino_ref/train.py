@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 from .data import NUM_CLASSES, make_splits
 from .knn import knn_accuracy
@@ -167,6 +167,9 @@ def train(config=None, **overrides):
     history, order = [], torch.empty(0, dtype=torch.long)
     knn_random_init = evaluate() if rank == 0 else None              # teacher = student at init
     start_time = time.perf_counter()
+    # tqdm.std (plain text), not tqdm.auto: in a Jupyter kernel without ipywidgets tqdm.auto warns
+    # on stderr at import, which strict nbval reports as a changed output; notebooks pass
+    # progress=False
     bar = tqdm(range(total), disable=not show, desc="DINO", dynamic_ncols=True)
     for step in bar:
         epoch = step / steps_per_epoch                               # fractional: per-step warmup

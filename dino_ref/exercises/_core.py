@@ -1,0 +1,58 @@
+"""The checker machinery shared by all exercises: run a learner's function and the reference on
+the same random cases, print one line on success, raise `ExerciseFailed` with a hint otherwise."""
+
+import numpy as np
+
+__all__ = ["ExerciseFailed", "check_function"]
+
+
+class ExerciseFailed(AssertionError):
+    """ the learner's answer disagrees with the reference (an AssertionError, so graders see it) """
+
+
+def check_function(name, fn, reference, cases, hint, rtol=1e-6, atol=1e-9):
+    """ compare fn(*args) with reference(*args) for every args in cases; True, or ExerciseFailed
+
+    name: what is printed; cases: a list of argument tuples (inputs are copied before each call,
+    so an answer that writes into its inputs cannot change the reference's); hint: one sentence
+    telling the commonest mistake. Outputs are compared as float arrays with rtol/atol.
+    """
+    for k, args in enumerate(cases):
+        expected = np.asarray(reference(*_copy(args)), dtype=float)
+        try:
+            got = fn(*_copy(args))
+        except NotImplementedError:
+            raise ExerciseFailed(f"{name}: not implemented yet (replace the "
+                                 "`raise NotImplementedError` with your code)") from None
+        got = np.asarray(_to_numpy(got), dtype=float)
+        if got.shape != expected.shape or not np.allclose(got, expected, rtol=rtol, atol=atol):
+            raise ExerciseFailed(
+                f"{name}: case {k + 1} of {len(cases)} differs from the reference.\n"
+                f"  inputs:   {_describe(args)}\n"
+                f"  expected: {_short(expected)}\n"
+                f"  got:      {_short(got)}\n"
+                f"  hint: {hint}")
+    print(f"{name}: passed, {len(cases)} random cases agree with the NumPy reference")
+    return True
+
+
+def _copy(args):
+    return tuple(a.copy() if isinstance(a, np.ndarray) else a for a in args)
+
+
+def _to_numpy(x):
+    """ torch tensors (if the learner used torch) become NumPy arrays """
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return x
+
+
+def _describe(args):
+    return ", ".join(f"array{a.shape}" if isinstance(a, np.ndarray) else repr(a) for a in args)
+
+
+def _short(x):
+    """ shape and the first few numbers of an array """
+    flat = np.ravel(x)
+    head = np.array2string(flat[:4], precision=6, separator=", ")
+    return f"shape {x.shape}, values {head}{' ...' if flat.size > 4 else ''}"

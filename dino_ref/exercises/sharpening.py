@@ -56,7 +56,8 @@ def _schedule_cases(seed):
     for _ in range(12):
         W = int(rng.integers(0, 20))
         e = float(rng.uniform(0, W + 3)) if rng.random() < 0.5 else int(rng.integers(0, W + 3))
-        cases.append((e, round(float(rng.uniform(0.02, 0.06)), 3), round(float(rng.uniform(0.06, 0.1)), 3), W))
+        tau_warm, tau_final = round(float(rng.uniform(0.02, 0.06)), 3), round(float(rng.uniform(0.06, 0.1)), 3)
+        cases.append((e, tau_warm, tau_final, W))
     return cases
 
 

@@ -17,7 +17,7 @@ def test_micro_batch_weights_accepts_the_solution():
     lambda sizes: np.array(sizes, dtype=float),                       # b_k, not b_k / B
 ], ids=["1/n_micro", "ones", "b_k"])
 def test_micro_batch_weights_rejects_mistakes(wrong):
-    with pytest.raises(ExerciseFailed, match="b_k / B"):
+    with pytest.raises(ExerciseFailed, match="B_k / B"):
         check_micro_batch_weights(wrong)
 
 

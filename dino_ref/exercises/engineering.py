@@ -63,7 +63,7 @@ def check_micro_batch_weights(fn):
     return check_function(
         "micro_batch_weights (loss and gradient accumulated vs one pass on the whole batch)",
         lambda *sizes: accumulate(fn, *sizes), whole, SPLITS,
-        hint="each micro-batch loss is a mean over its own b_k rows; weight it by b_k / B "
+        hint="each micro-batch loss is a mean over its own B_k rows; weight it by B_k / B "
              "(B = sum of the sizes), not by 1 / (number of micro-batches): that is exact only "
              "when all micro-batches have the same size")
 

@@ -1,3 +1,65 @@
-"""Checkers for the exercises of notebook centering (see dino_ref.exercises)."""
+"""Checkers for the exercises of notebook 03 (centering), see dino_ref.exercises.
 
-__all__ = []
+Each compares the learner's function with `dino_ref.numpy_ref` on seeded random cases.
+"""
+
+import numpy as np
+
+from .. import numpy_ref
+from ._core import check_function
+
+__all__ = ["check_update_center", "check_teacher_targets", "check_entropies"]
+
+
+def check_update_center(fn):
+    """ fn(center (K,), teacher (T, B, K), m) -> the new center (K,): m c + (1 - m) mean of the T*B rows """
+    rng = np.random.default_rng(301)
+    cases = []
+    for T, B, K in [(1, 1, 3), (2, 4, 8), (3, 5, 6), (2, 1, 16), (4, 7, 5), (2, 6, 1)]:
+        teacher = 3.0 * rng.normal(size=K) + rng.normal(size=(T, B, K))      # (T, B, K) with a bias
+        cases.append((rng.normal(size=K), teacher, float(rng.uniform(0.5, 0.99))))
+
+    def reference(center, teacher, m):
+        K = center.shape[0]
+        return numpy_ref.update_center(center.reshape(1, 1, K), teacher, m)[0, 0]
+
+    return check_function(
+        "update_center", fn, reference, cases,
+        hint="c <- m*c + (1 - m)*mean: the momentum m multiplies the OLD center, and the mean runs "
+             "over all T*B rows (both the view axis 0 and the batch axis 1), giving a (K,) vector")
+
+
+def check_teacher_targets(fn):
+    """ fn(teacher (T, B, K), center (K,), tau_t) -> P_t (T, B, K) = softmax((t - c) / tau_t) """
+    rng = np.random.default_rng(302)
+    cases = []
+    for T, B, K, scale in [(2, 3, 8, 1.0), (1, 4, 5, 1.0), (3, 2, 16, 2.0), (2, 1, 1, 1.0),
+                           (2, 5, 6, 40.0)]:                     # last: logits / tau_t up to ~1e3
+        teacher = scale * rng.normal(size=(T, B, K))
+        center = scale * rng.normal(size=K)
+        cases.append((teacher, center, float(rng.uniform(0.04, 0.1))))
+    return check_function(
+        "teacher_targets", fn, numpy_ref.teacher_targets, cases,
+        hint="centering comes BEFORE sharpening: softmax((t - c) / tau_t) over the last axis, not "
+             "softmax(t / tau_t - c); subtract each row's max before exp, or large logits overflow")
+
+
+def check_entropies(fn):
+    """ fn(P (T, B, K)) -> (h(P_t), h(P̄_t)): mean row entropy and entropy of the batch-mean target """
+    rng = np.random.default_rng(303)
+    cases = []
+    for T, B, K in [(2, 4, 8), (1, 6, 5), (3, 2, 12)]:
+        cases.append((numpy_ref.softmax(rng.normal(size=(T, B, K)), float(rng.uniform(0.1, 1.0))),))
+    one_hot = np.zeros((2, 4, 6))                                 # exact zeros: 0 log 0 = 0
+    one_hot[:, np.arange(4), [0, 3, 3, 5]] = 1.0
+    cases.append((one_hot,))
+
+    def reference(P):
+        K = P.shape[-1]
+        return np.array([numpy_ref.entropy(P).mean(),                       # h(P_t)
+                         numpy_ref.entropy(P.reshape(-1, K).mean(axis=0))])  # h(P̄_t)
+
+    return check_function(
+        "entropies", fn, reference, cases,
+        hint="return (mean over the T*B rows of h(P_t[i, b]), h of the mean over the T*B rows), in "
+             "that order, in nats (natural log), with 0 log 0 = 0 (no nan for one-hot rows)")

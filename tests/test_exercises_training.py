@@ -43,7 +43,7 @@ def test_ema_accepts_an_in_place_update_that_returns_the_list():
     lambda T, S, lam: [lam * t + lam * s for t, s in zip(T, S)],         # lam on both
     lambda T, S, lam: [s.copy() for s in S],                             # teacher = student
     lambda T, S, lam: [lam * t + (1 - lam) * s for t, s in zip(T[:1], S[:1])],  # first array only
-    lambda T, S, lam: None,                                              # updated nothing, returned nothing
+    lambda T, S, lam: None,                                              # returns nothing
 ], ids=["swapped", "lam-on-both", "copy-student", "first-only", "returns-none"])
 def test_ema_rejects_typical_mistakes(wrong):
     with pytest.raises(ExerciseFailed):

@@ -90,8 +90,8 @@ def check_cosine_logits(fn):
     rng = np.random.default_rng(503)
     cases = []
     for N, K, d in [(4, 6, 3), (1, 1, 1), (3, 10, 8), (5, 2, 16), (2, 7, 2)]:
-        z = rng.uniform(2.0, 10.0, size=(N, 1)) * rng.normal(size=(N, d))       # rows far from norm 1
-        V = rng.uniform(0.05, 0.5, size=(K, 1)) * rng.normal(size=(K, d))        # rows of many norms
+        z = rng.uniform(2.0, 10.0, size=(N, 1)) * rng.normal(size=(N, d))   # norms far from 1
+        V = rng.uniform(0.05, 0.5, size=(K, 1)) * rng.normal(size=(K, d))    # many norms
         cases.append((z, V))
     cases.append((np.array([[-2.5]]), np.array([[0.7], [3.0]])))                 # d = 1: -1 and 1
 

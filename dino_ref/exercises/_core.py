@@ -10,12 +10,14 @@ class ExerciseFailed(AssertionError):
     """ the learner's answer disagrees with the reference (an AssertionError, so graders see it) """
 
 
-def check_function(name, fn, reference, cases, hint, rtol=1e-6, atol=1e-9):
+def check_function(name, fn, reference, cases, hint, rtol=1e-6, atol=1e-9,
+                   against="the NumPy reference"):
     """ compare fn(*args) with reference(*args) for every args in cases; True, or ExerciseFailed
 
     name: what is printed; cases: a list of argument tuples (inputs are copied before each call,
     so an answer that writes into its inputs cannot change the reference's); hint: one sentence
-    telling the commonest mistake. Outputs are compared as float arrays with rtol/atol.
+    telling the commonest mistake; against: what the reference is, for the printed line.
+    Outputs are compared as float arrays with rtol/atol.
     """
     for k, args in enumerate(cases):
         expected = np.asarray(reference(*_copy(args)), dtype=float)
@@ -32,7 +34,7 @@ def check_function(name, fn, reference, cases, hint, rtol=1e-6, atol=1e-9):
                 f"  expected: {_short(expected)}\n"
                 f"  got:      {_short(got)}\n"
                 f"  hint: {hint}")
-    print(f"{name}: passed, {len(cases)} random cases agree with the NumPy reference")
+    print(f"{name}: passed, {len(cases)} random cases agree with {against}")
     return True
 
 

@@ -76,6 +76,7 @@ def check_momentum_schedule(fn):
 
     return check_function(
         "momentum_schedule", fn, reference, cases, rtol=0.0, atol=1e-12,
+        against="dino_ref.train.cosine_schedule",
         hint="lam rises from lam0 at step j = 0 towards 1 (not from 1 down to lam0) along a half "
              "cosine, 1 - (1 - lam0)(1 + cos(pi j / J)) / 2, with J the number of steps (not "
              "J - 1: the last value stays just below 1); return one value per step")
@@ -103,7 +104,7 @@ def check_cosine_logits(fn):
             return layer(F.normalize(torch.from_numpy(z), dim=-1)).numpy()    # (N, K)
 
     return check_function(
-        "cosine_logits", fn, reference, cases,
+        "cosine_logits", fn, reference, cases, against="the library's WeightNormLinear",
         hint="normalise BOTH: every row of z to unit L2 norm (the head's L2-normalised bottleneck) "
              "and every row of V (weight normalisation), then z_hat @ V_hat.T; every logit must "
              "then lie in [-1, 1]")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dino_ref.exercises import (ExerciseFailed, check_entropies, check_teacher_targets,
+from dino_ref.exercises import (ExerciseFailed, check_center_after_steps, check_teacher_targets,
                                 check_update_center)
 
 
@@ -11,10 +11,6 @@ def softmax(x):
     z = x - x.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
-
-
-def entropy(P):
-    return -(P * np.log(np.where(P > 0, P, 1.0))).sum(axis=-1)
 
 
 def test_update_center_accepts_the_solution():
@@ -54,21 +50,18 @@ def test_teacher_targets_rejects_an_overflowing_softmax():
             check_teacher_targets(unstable)
 
 
-def test_entropies_accepts_the_solution():
-    def entropies(P):
-        return entropy(P).mean(), entropy(P.reshape(-1, P.shape[-1]).mean(axis=0))
-    assert check_entropies(entropies)
+def test_center_after_steps_accepts_the_solution():
+    assert check_center_after_steps(lambda c0, t_bar, m, k: m ** k * c0 + (1 - m ** k) * t_bar)
 
 
 @pytest.mark.parametrize("wrong", [
-    lambda P: (entropy(P.reshape(-1, P.shape[-1]).mean(0)), entropy(P).mean()),   # swapped
-    lambda P: (entropy(P).mean() / np.log(2), entropy(P.reshape(-1, P.shape[-1]).mean(0)) / np.log(2)),
-    lambda P: (-(P * np.log(P)).sum(-1).mean(), entropy(P.reshape(-1, P.shape[-1]).mean(0))),
-], ids=["swapped", "bits", "0 log 0 is nan"])
-def test_entropies_rejects_mistakes(wrong):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        with pytest.raises(ExerciseFailed):
-            check_entropies(wrong)
+    lambda c0, t_bar, m, k: (1 - m) ** k * c0 + (1 - (1 - m) ** k) * t_bar,     # momentum swapped
+    lambda c0, t_bar, m, k: m * c0 + (1 - m) * t_bar,                           # one step only
+    lambda c0, t_bar, m, k: max(0.0, 1 - m * k) * c0 + min(1.0, m * k) * t_bar,  # linear in k
+], ids=["swapped momentum", "one step", "linear"])
+def test_center_after_steps_rejects_mistakes(wrong):
+    with pytest.raises(ExerciseFailed, match="hint"):
+        check_center_after_steps(wrong)
 
 
 def test_a_stub_is_reported_as_not_implemented():

@@ -8,7 +8,7 @@ import numpy as np
 from .. import numpy_ref
 from ._core import check_function
 
-__all__ = ["check_update_center", "check_teacher_targets", "check_entropies"]
+__all__ = ["check_update_center", "check_teacher_targets", "check_center_after_steps"]
 
 
 def check_update_center(fn):
@@ -44,22 +44,25 @@ def check_teacher_targets(fn):
              "softmax(t / tau_t - c); subtract each row's max before exp, or large logits overflow")
 
 
-def check_entropies(fn):
-    """ fn(P (T, B, K)) -> (h(P_t), h(P̄_t)): mean row entropy and entropy of the batch-mean target """
-    rng = np.random.default_rng(303)
-    cases = []
-    for T, B, K in [(2, 4, 8), (1, 6, 5), (3, 2, 12)]:
-        cases.append((numpy_ref.softmax(rng.normal(size=(T, B, K)), float(rng.uniform(0.1, 1.0))),))
-    one_hot = np.zeros((2, 4, 6))                                 # exact zeros: 0 log 0 = 0
-    one_hot[:, np.arange(4), [0, 3, 3, 5]] = 1.0
-    cases.append((one_hot,))
+def check_center_after_steps(fn):
+    """ fn(c0 (K,), t_bar (K,), m, k) -> the center after k updates with the same batch mean t_bar
 
-    def reference(P):
-        K = P.shape[-1]
-        return np.array([numpy_ref.entropy(P).mean(),                       # h(P_t)
-                         numpy_ref.entropy(P.reshape(-1, K).mean(axis=0))])  # h(P̄_t)
+    closed form of k moving-average steps: c_k = m^k c_0 + (1 - m^k) t_bar
+    """
+    rng = np.random.default_rng(303)
+    cases = [(rng.normal(size=K), rng.normal(size=K), m, k)
+             for K, m, k in [(4, 0.9, 1), (3, 0.9, 10), (5, 0.5, 3), (2, 0.99, 100), (6, 0.0, 4),
+                             (3, 1.0, 7), (1, 0.7, 0)]]
+
+    def reference(c0, t_bar, m, k):
+        K = c0.shape[0]
+        c = c0.reshape(1, 1, K)
+        for _ in range(k):                                   # k calls of the reference update
+            c = numpy_ref.update_center(c, t_bar.reshape(1, 1, K), m)
+        return c[0, 0]
 
     return check_function(
-        "entropies", fn, reference, cases,
-        hint="return (mean over the T*B rows of h(P_t[i, b]), h of the mean over the T*B rows), in "
-             "that order, in nats (natural log), with 0 log 0 = 0 (no nan for one-hot rows)")
+        "center_after_steps", fn, reference, cases,
+        hint="each step keeps the fraction m of the old center, so after k steps c_0 keeps m**k "
+             "(not (1 - m)**k, not m*k) and the batch mean gets the rest, 1 - m**k; k = 0 "
+             "returns c_0 unchanged")

@@ -1,0 +1,26 @@
+"""The exercise modules together: one checker per name (a name exported by two notebooks'
+modules would silently shadow one of them in `dino_ref.exercises`), each a documented function."""
+
+import importlib
+
+import dino_ref.exercises as exercises
+
+MODULES = ["pairing", "sharpening", "centering", "loss", "training", "collapse", "engineering"]
+
+
+def test_no_checker_name_is_exported_twice():
+    owners = {}
+    for name in MODULES:
+        module = importlib.import_module(f"dino_ref.exercises.{name}")
+        for checker in module.__all__:
+            owners.setdefault(checker, []).append(name)
+    clashes = {checker: where for checker, where in owners.items() if len(where) > 1}
+    assert not clashes, f"checkers exported by more than one notebook's module: {clashes}"
+
+
+def test_every_checker_is_reexported_and_documented():
+    for name in MODULES:
+        module = importlib.import_module(f"dino_ref.exercises.{name}")
+        for checker in module.__all__:
+            assert getattr(exercises, checker) is getattr(module, checker)
+            assert checker.startswith("check_") and getattr(module, checker).__doc__

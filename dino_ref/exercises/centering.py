@@ -24,7 +24,7 @@ def check_update_center(fn):
         return numpy_ref.update_center(center.reshape(1, 1, K), teacher, m)[0, 0]
 
     return check_function(
-        "update_center", fn, reference, cases,
+        "check_update_center", fn, reference, cases,
         hint="c <- m*c + (1 - m)*mean: the momentum m multiplies the OLD center, and the mean runs "
              "over all T*B rows (both the view axis 0 and the batch axis 1), giving a (K,) vector")
 
@@ -39,7 +39,7 @@ def check_teacher_targets(fn):
         center = scale * rng.normal(size=K)
         cases.append((teacher, center, float(rng.uniform(0.04, 0.1))))
     return check_function(
-        "teacher_targets", fn, numpy_ref.teacher_targets, cases,
+        "check_teacher_targets", fn, numpy_ref.teacher_targets, cases,
         hint="centering comes BEFORE sharpening: softmax((t - c) / tau_t) over the last axis, not "
              "softmax(t / tau_t - c); subtract each row's max before exp, or large logits overflow")
 
@@ -62,7 +62,7 @@ def check_center_after_steps(fn):
         return c[0, 0]
 
     return check_function(
-        "center_after_steps", fn, reference, cases,
+        "check_center_after_steps", fn, reference, cases,
         hint="each step keeps the fraction m of the old center, so after k steps c_0 keeps m**k "
              "(not (1 - m)**k, not m*k) and the batch mean gets the rest, 1 - m**k; k = 0 "
              "returns c_0 unchanged")

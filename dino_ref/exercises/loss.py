@@ -28,7 +28,7 @@ def _cases(seed):
 def check_dino_loss(fn):
     """ fn(teacher (T, B, K), student (S, B, K), center (K,), tau_t, tau_s) -> L, a number """
     return check_function(
-        "dino_loss", fn, numpy_ref.dino_loss, _cases(401),
+        "check_dino_loss", fn, numpy_ref.dino_loss, _cases(401),
         hint="sum H(P_t[i, b], P_s[v, b]) over the pairs with v != i only (skip the student's view "
              "of the teacher's own crop) and divide by n*B with n = T*S - min(T, S), not by T*S*B")
 
@@ -36,6 +36,6 @@ def check_dino_loss(fn):
 def check_dino_grad(fn):
     """ fn(teacher, student, center, tau_t, tau_s) -> dL/ds (S, B, K) = (n_v P_s - Q_v) / (n B tau_s) """
     return check_function(
-        "dino_grad", fn, numpy_ref.dino_loss_grad, _cases(402),
+        "check_dino_grad", fn, numpy_ref.dino_loss_grad, _cases(402),
         hint="student view v has n_v partners (T - 1 if v < T, else T) and is pulled towards "
              "Q_v = sum over i != v of P_t[i]; divide by n*B*tau_s with n = T*S - min(T, S)")

@@ -9,7 +9,7 @@ import torch
 
 from dino_ref.exercises import (ExerciseFailed, check_cosine_logits, check_momentum_schedule,
                                 check_training_step)
-from dino_ref.exercises.training import _reference_step
+from dino_ref.exercises.training import _STEP_CONFIG, _reference_step, _Run, _trainer_run
 from dino_ref.train import clip_gradients
 
 
@@ -106,6 +106,22 @@ def make_step(ema_first=False, swapped=False, freeze=True, always_freeze=False, 
             ema()
         return loss
     return training_step
+
+
+def test_the_checkers_reference_step_is_the_trainers_step():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        student, teacher, center, losses = _trainer_run()              # dino_ref.train.train
+        run = _Run()
+        ours = [run.step(_reference_step, j) for j in range(_STEP_CONFIG.steps)]
+    finally:
+        torch.set_num_threads(before)
+    assert len(losses) == _STEP_CONFIG.steps and np.allclose(ours, losses, rtol=0, atol=1e-9)
+    for mine, trainers in zip(run.states().values(), (center, student, teacher)):
+        assert mine.keys() == trainers.keys()
+        for k in trainers:
+            assert torch.allclose(mine[k].double(), trainers[k].double(), rtol=0, atol=1e-9), k
 
 
 def test_step_accepts_the_solution_and_the_reference(capsys):

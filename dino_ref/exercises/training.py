@@ -2,8 +2,8 @@
 
 Each compares the learner's function with the library: the momentum schedule with
 `dino_ref.train.cosine_schedule`, the head's logits with `dino_ref.models.WeightNormLinear` on an
-L2-normalised input (seeded random cases), and a whole training step, run for 7 steps, with the
-trainer's loop body, itself checked equal to `dino_ref.train.train`.
+L2-normalised input (seeded random cases), and a whole training step, run for 6 steps beside the
+trainer's loop body (which the tests check against `dino_ref.train.train` itself).
 """
 
 import functools
@@ -70,19 +70,20 @@ def check_cosine_logits(fn):
              "then lie in [-1, 1]")
 
 
-# A short run that exercises every part of a step: 7 steps of 5 per epoch, so steps 0-4 have the
-# last layer frozen and steps 5-6 not (and a new shuffle at step 5); no LR warmup, so every step
+# A short run that exercises every part of a step: 6 steps of 5 per epoch, so steps 0-4 have the
+# last layer frozen and step 5 not (and a new shuffle at step 5); no LR warmup, so every step
 # moves the student; a small clip (the original's help suggests 0.3-1.0 for large ViTs), so that
 # clipping changes the gradients of most parameters; lambda from 0.9, so that the teacher moves
 # visibly (a mistake in the EMA shows up far above the tolerance).
-_STEP_CONFIG = Config(train_per_class=4, test_per_class=1, batch_size=8, steps=7, warmup_epochs=0,
+_STEP_CONFIG = Config(train_per_class=4, test_per_class=1, batch_size=8, steps=6, warmup_epochs=0,
                       clip_grad=0.3, momentum_teacher=0.9, threads=1)
 _ATOL = 1e-6
 
 
 @functools.lru_cache(maxsize=1)
 def _trainer_run():
-    """ the trainer's own run of _STEP_CONFIG: (student, teacher, loss state dicts, losses) """
+    """ the trainer's own run of _STEP_CONFIG: (student, teacher, loss state dicts, losses); the
+    tests check that _reference_step in _Run gives the same """
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp) / "steps.pt"
         metrics = train(_STEP_CONFIG, save=str(path), progress=False)
@@ -93,7 +94,8 @@ def _trainer_run():
 
 def _reference_step(student, teacher, loss_fn, optimizer, globals_, locals_, epoch, lam,
                     clip_grad, freeze_last_layer):
-    """ one step as the loop of dino_ref.train.train does it (checked equal to it) """
+    """ one step as the loop of dino_ref.train.train does it (tests/test_exercises_training.py
+    checks that a _Run of it equals the trainer's run) """
     with torch.no_grad():
         t = teacher(globals_)                                        # (T, B, K) global crops only
     s = student(globals_, locals_)                                   # (S, B, K) all crops
@@ -186,21 +188,18 @@ def check_training_step(fn):
     freeze_last_layer) -> the loss: one DINO training step, after which the student, the teacher
     and the center must be those of `dino_ref.train.train`
 
-    Runs 7 steps from the trainer's seed and setup (5 with the last layer frozen, 2 without); the
-    checker sets the schedules and draws the crops, fn does the rest of each step. After every
-    step it compares the loss, the center, the student and the teacher with the reference step
-    (the trainer's loop body, itself checked equal to `train` after the 7 steps).
+    Runs 6 steps from the trainer's seed and setup (5 with the last layer frozen, then 1 without);
+    the checker sets the schedules and draws the crops, fn does the rest of each step. After every
+    step it compares the loss, the center, the student and the teacher with those of the reference
+    step run beside it (the trainer's loop body; the tests check it against `train` itself).
     """
     name = "training_step"
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(1)                      # as the trainer's threads=1; restored below
     try:
-        ref_s, ref_t, ref_c, ref_losses = _trainer_run()
         ours, theirs = _Run(), _Run()
-        losses_ref = []
         for j in range(_STEP_CONFIG.steps):
             loss_ref = ours.step(_reference_step, j)
-            losses_ref.append(loss_ref)
             try:
                 loss = theirs.step(fn, j)
             except NotImplementedError:
@@ -220,14 +219,8 @@ def check_training_step(fn):
                         f"{where}: {what} differs from the reference's after the step "
                         f"({len(names)} tensor(s), e.g. {names[0]!r}, max |difference| "
                         f"{worst:.1e})\n  hint: {_HINTS[key]}")
-        final = ours.states()                                       # the reference = the trainer
-        same = max(abs(a - b) for a, b in zip(losses_ref, ref_losses)) <= _ATOL and not any(
-            _differing(final[what], ref)[0] for what, ref in zip(final, (ref_c, ref_s, ref_t)))
-        if not same:
-            raise RuntimeError(f"{name}: the checker's reference step no longer matches "
-                               "dino_ref.train.train: a library bug, not the learner's")
     finally:
         torch.set_num_threads(prev_threads)
-    print(f"{name}: passed, {_STEP_CONFIG.steps} steps give the trainer's losses, center, student "
-          f"and teacher (to {_ATOL:g})")
+    print(f"{name}: passed, {_STEP_CONFIG.steps} steps agree with the trainer's step (loss, center, "
+          f"student and teacher, to {_ATOL:g})")
     return True

@@ -7,54 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from dino_ref.exercises import (ExerciseFailed, check_cosine_logits, check_ema_update,
-                                check_momentum_schedule)
-
-
-# --- EMA update -----------------------------------------------------------------------------
-
-def ema(teacher_params, student_params, lam):
-    return [lam * t + (1 - lam) * s for t, s in zip(teacher_params, student_params)]
-
-
-def test_ema_accepts_the_solution(capsys):
-    assert check_ema_update(ema) is True
-    assert "passed" in capsys.readouterr().out
-
-
-def test_ema_accepts_torch_tensors():
-    def ema_torch(teacher_params, student_params, lam):
-        return [torch.tensor(t).mul(lam).add(torch.tensor(s), alpha=1 - lam)
-                for t, s in zip(teacher_params, student_params)]
-    assert check_ema_update(ema_torch) is True
-
-
-def test_ema_accepts_an_in_place_update_that_returns_the_list():
-    def ema_in_place(teacher_params, student_params, lam):
-        for t, s in zip(teacher_params, student_params):
-            t *= lam
-            t += (1 - lam) * s
-        return teacher_params
-    assert check_ema_update(ema_in_place) is True
-
-
-@pytest.mark.parametrize("wrong", [
-    lambda T, S, lam: [lam * s + (1 - lam) * t for t, s in zip(T, S)],   # lam and 1 - lam swapped
-    lambda T, S, lam: [lam * t + lam * s for t, s in zip(T, S)],         # lam on both
-    lambda T, S, lam: [s.copy() for s in S],                             # teacher = student
-    lambda T, S, lam: [lam * t + (1 - lam) * s for t, s in zip(T[:1], S[:1])],  # first array only
-    lambda T, S, lam: None,                                              # returns nothing
-], ids=["swapped", "lam-on-both", "copy-student", "first-only", "returns-none"])
-def test_ema_rejects_typical_mistakes(wrong):
-    with pytest.raises(ExerciseFailed):
-        check_ema_update(wrong)
-
-
-def test_ema_names_the_unimplemented_stub():
-    def stub(T, S, lam):
-        raise NotImplementedError
-    with pytest.raises(ExerciseFailed, match="not implemented"):
-        check_ema_update(stub)
+from dino_ref.exercises import (ExerciseFailed, check_cosine_logits, check_momentum_schedule,
+                                check_training_step)
+from dino_ref.exercises.training import _STEP_CONFIG, _reference_step, _Run, _trainer_run
+from dino_ref.train import clip_gradients
 
 
 # --- momentum schedule ------------------------------------------------------------------------
@@ -115,3 +71,89 @@ def test_logits_accept_the_solution(capsys):
 def test_logits_reject_typical_mistakes(wrong):
     with pytest.raises(ExerciseFailed):
         check_cosine_logits(wrong)
+
+
+# --- one training step ------------------------------------------------------------------------
+
+def make_step(ema_first=False, swapped=False, freeze=True, always_freeze=False, clip=True,
+              zero_grad=True, loss_twice=False, teacher_sees_locals=False):
+    """ the solution of exercise 5.3, or one typical mistake in it """
+    def training_step(student, teacher, loss_fn, optimizer, globals_, locals_, epoch, lam,
+                      clip_grad, freeze_last_layer):
+        with torch.no_grad():
+            t = teacher(globals_, locals_) if teacher_sees_locals else teacher(globals_)
+        s = student(globals_, locals_)
+        loss = loss_fn(t, s, epoch)
+        if loss_twice:
+            loss_fn(t, s, epoch)                                     # e.g. "for logging"
+        if zero_grad:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            clip_gradients(student, clip_grad)
+        if always_freeze or (freeze and epoch < freeze_last_layer):
+            student.head.last_layer.v.grad = None
+
+        def ema():
+            with torch.no_grad():
+                for p_t, p_s in zip(teacher.parameters(), student.parameters()):
+                    a, b = (1 - lam, lam) if swapped else (lam, 1 - lam)
+                    p_t.mul_(a).add_(p_s, alpha=b)
+        if ema_first:
+            ema()
+        optimizer.step()
+        if not ema_first:
+            ema()
+        return loss
+    return training_step
+
+
+def test_the_checkers_reference_step_is_the_trainers_step():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        student, teacher, center, losses = _trainer_run()              # dino_ref.train.train
+        run = _Run()
+        ours = [run.step(_reference_step, j) for j in range(_STEP_CONFIG.steps)]
+    finally:
+        torch.set_num_threads(before)
+    assert len(losses) == _STEP_CONFIG.steps and np.allclose(ours, losses, rtol=0, atol=1e-9)
+    for mine, trainers in zip(run.states().values(), (center, student, teacher)):
+        assert mine.keys() == trainers.keys()
+        for k in trainers:
+            assert torch.allclose(mine[k].double(), trainers[k].double(), rtol=0, atol=1e-9), k
+
+
+def test_step_accepts_the_solution_and_the_reference(capsys):
+    assert check_training_step(make_step()) is True
+    assert "passed" in capsys.readouterr().out
+    assert check_training_step(_reference_step) is True             # the trainer's loop body
+
+
+@pytest.mark.parametrize("mistake, message", [
+    ({"ema_first": True}, "the teacher differs"),
+    ({"swapped": True}, "the teacher differs"),
+    ({"freeze": False}, "last_layer.v.grad = None"),
+    ({"always_freeze": True}, "only while epoch < freeze_last_layer"),
+    ({"clip": False}, "the student differs"),
+    ({"zero_grad": False}, "the student differs"),
+    ({"loss_twice": True}, "the center c differs"),
+    ({"teacher_sees_locals": True}, "the loss is"),
+], ids=["ema-before-step", "lam-swapped", "no-freeze", "always-frozen", "no-clip", "no-zero-grad",
+        "loss-called-twice", "teacher-sees-locals"])
+def test_step_rejects_typical_mistakes(mistake, message):
+    with pytest.raises(ExerciseFailed, match=message):
+        check_training_step(make_step(**mistake))
+
+
+def test_step_names_the_unimplemented_stub():
+    def stub(*args):
+        raise NotImplementedError
+    with pytest.raises(ExerciseFailed, match="not implemented"):
+        check_training_step(stub)
+
+
+def test_step_checker_restores_the_thread_count():
+    before = torch.get_num_threads()
+    check_training_step(make_step())
+    assert torch.get_num_threads() == before

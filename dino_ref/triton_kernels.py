@@ -49,6 +49,7 @@ Under `torch.autograd.grad(..., create_graph=True)` backward computes identity 5
 differentiable torch ops instead, so second-order autograd is exact.
 """
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -69,6 +70,13 @@ FINAL_ROWS = 128             # rows merged per step by program 0 of _finalize_ke
 def _acc_type(dtype):
     """ the register (accumulation) type: float64 for float64 inputs, float32 otherwise """
     return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+@triton.jit
+def _scalar(hi, lo, ACC: tl.constexpr):
+    """ a Python float passed as two float32 numbers (Triton passes floats as float32): hi + lo
+    carries 48 bits, enough for the float64 path (a float32 1/τ alone costs 1e-8) """
+    return tl.cast(hi, ACC) + tl.cast(lo, ACC)
 
 
 @triton.jit
@@ -99,10 +107,12 @@ def _teacher_weight(t_ptr, c, v, b, B, D, offs, mask, i, i_mask, M, L, inv_tau_t
 
 
 @triton.jit
-def _teacher_kernel(t_ptr, c_ptr, stats_ptr, colsum_ptr, n_rows, D, rows_per_group, inv_tau_t,
+def _teacher_kernel(t_ptr, c_ptr, stats_ptr, colsum_ptr, n_rows, D, rows_per_group,
+                    inv_tau_t_hi, inv_tau_t_lo,
                     COLSUM: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr):
     """ per teacher row r = (i, b) and D block j: M = max z, L = Σ exp(z − M) over the block,
     z = (t − c) / τ_t (identity 1); per row group g: Σ_{r in g} t[r] (identity 6) """
+    inv_tau_t = _scalar(inv_tau_t_hi, inv_tau_t_lo, ACC)                # 1 / τ_t
     j = tl.program_id(0)
     g = tl.program_id(1)
     n_dblk = tl.num_programs(0)
@@ -128,10 +138,12 @@ def _teacher_kernel(t_ptr, c_ptr, stats_ptr, colsum_ptr, n_rows, D, rows_per_gro
 
 @triton.jit
 def _student_stats_kernel(s_ptr, t_ptr, c_ptr, tstats_ptr, part_ptr, T, S, B, D, n_dblk, n_chunks,
-                          chunk, inv_tau_t, inv_tau_s,
+                          chunk, inv_tau_t_hi, inv_tau_t_lo, inv_tau_s_hi, inv_tau_s_lo,
                           TP: tl.constexpr, NDB: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """ per (v, b, chunk k): m_k = max s, e_k = Σ exp((s − m_k)/τ), a_k = ⟨W, s − m_k⟩, w_k = Σ W,
     walking the chunk in blocks with an online max (identities 3, 4) """
+    inv_tau_t = _scalar(inv_tau_t_hi, inv_tau_t_lo, ACC)
+    inv_tau_s = _scalar(inv_tau_s_hi, inv_tau_s_lo, ACC)                # 1 / τ
     pid = tl.program_id(0)
     v = pid % S                       # the view varies fastest: programs of one (b, chunk)
     k = (pid // S) % n_chunks         # run together and share the teacher block in L2
@@ -168,12 +180,15 @@ def _student_stats_kernel(s_ptr, t_ptr, c_ptr, tstats_ptr, part_ptr, T, S, B, D,
 
 @triton.jit
 def _finalize_kernel(part_ptr, rowstat_ptr, loss_ptr, colsum_ptr, c_ptr, c_old_ptr, T, S, B, D,
-                     n_chunks, n_groups, inv_tau_s, loss_scale, inv_rows, momentum,
+                     n_chunks, n_groups, inv_tau_s_hi, inv_tau_s_lo, loss_scale_hi, loss_scale_lo,
+                     inv_rows_hi, inv_rows_lo, m_hi, m_lo, one_minus_m_hi, one_minus_m_lo,
                      UPDATE: tl.constexpr, SAVE: tl.constexpr, NCH: tl.constexpr,
                      ROWS: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
                      CACC: tl.constexpr):
     """ program 0: merge the chunks of each row (identity 4), the loss (identity 3) and the
     per-row (m, Σ exp) for backward; every program: its block of the center (identity 6) """
+    inv_tau_s = _scalar(inv_tau_s_hi, inv_tau_s_lo, ACC)
+    loss_scale = _scalar(loss_scale_hi, loss_scale_lo, ACC)             # 1 / (n B)
     pid = tl.program_id(0)
     if pid == 0:
         n_part = S * B * n_chunks
@@ -210,18 +225,22 @@ def _finalize_kernel(part_ptr, rowstat_ptr, loss_ptr, colsum_ptr, c_ptr, c_old_p
             for _ in range(0, n_groups):
                 rows_sum += tl.load(group_ptr + offs, mask=mask, other=0.0).to(CACC)
                 group_ptr += D
-            mean = rows_sum * inv_rows                                   # mean over T·B rows
+            mean = rows_sum * _scalar(inv_rows_hi, inv_rows_lo, CACC)   # mean over T·B rows
             c_acc = c.to(CACC)
-            new = momentum * c_acc + (1.0 - momentum) * mean
+            new = _scalar(m_hi, m_lo, CACC) * c_acc + _scalar(one_minus_m_hi, one_minus_m_lo, CACC) * mean
             finite = (mean == mean) & (tl.abs(mean) < float("inf"))
             tl.store(c_ptr + offs, tl.where(finite, new, c_acc).to(c_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _student_grad_kernel(s_ptr, g_ptr, t_ptr, c_ptr, tstats_ptr, rowstat_ptr, gout_ptr,
-                         T, S, B, D, n_dblk, n_chunks, chunk, inv_tau_t, inv_tau_s, g_scale,
+                         T, S, B, D, n_dblk, n_chunks, chunk, inv_tau_t_hi, inv_tau_t_lo,
+                         inv_tau_s_hi, inv_tau_s_lo, g_scale_hi, g_scale_lo,
                          TP: tl.constexpr, NDB: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """ per (v, b, chunk): dL/ds = dL · (n_v exp((s − m)/τ) / Σ exp − W) / (n B τ) (identity 5) """
+    inv_tau_t = _scalar(inv_tau_t_hi, inv_tau_t_lo, ACC)
+    inv_tau_s = _scalar(inv_tau_s_hi, inv_tau_s_lo, ACC)
+    g_scale = _scalar(g_scale_hi, g_scale_lo, ACC)                      # 1 / (n B τ)
     pid = tl.program_id(0)
     v = pid % S
     k = (pid // S) % n_chunks
@@ -247,6 +266,12 @@ def _student_grad_kernel(s_ptr, g_ptr, t_ptr, c_ptr, tstats_ptr, rowstat_ptr, go
 
 
 # ---- launch plan and host side (shapes only: no tensor value is read on the host) ----------
+
+def _pair(x):
+    """ x as float32 hi + float32 lo (see _scalar) """
+    hi = float(np.float32(x))
+    return hi, float(np.float32(x - hi))
+
 
 def _pow2(x):
     return max(2, triton.next_power_of_2(x))
@@ -282,14 +307,14 @@ def _forward(student, teacher, center, tau_t, tau_s, momentum, save, geometry=No
     tstats = new(2, T * B, p["n_dblk"])                                   # teacher (M, L) per block
     colsum = new(p["n_groups"], D) if update else tstats                  # Σ t per row group
     _teacher_kernel[(p["n_dblk"], p["n_groups"])](
-        teacher, center, tstats, colsum, T * B, D, p["rows_per_group"], 1.0 / tau_t,
+        teacher, center, tstats, colsum, T * B, D, p["rows_per_group"], *_pair(1.0 / tau_t),
         COLSUM=update, BLOCK_D=p["teacher_block"], ACC=ACC)
 
     part = new(4, S, B, p["n_chunks"])                                    # (m_k, e_k, a_k, w_k)
     TP, NDB = _pow2(T), _pow2(p["n_dblk"])
     _student_stats_kernel[(S * B * p["n_chunks"],)](
         student, teacher, center, tstats, part, T, S, B, D, p["n_dblk"], p["n_chunks"], p["chunk"],
-        1.0 / tau_t, 1.0 / tau_s, TP=TP, NDB=NDB, BLOCK=p["block"], ACC=ACC)
+        *_pair(1.0 / tau_t), *_pair(1.0 / tau_s), TP=TP, NDB=NDB, BLOCK=p["block"], ACC=ACC)
 
     loss, rowstat = new(), new(2, S, B)
     c_old = torch.empty_like(center) if save else center
@@ -297,7 +322,8 @@ def _forward(student, teacher, center, tau_t, tau_s, momentum, save, geometry=No
     grid = triton.cdiv(D, p["teacher_block"]) if (update or save) else 1
     _finalize_kernel[(grid,)](
         part, rowstat, loss, colsum, center, c_old, T, S, B, D, p["n_chunks"], p["n_groups"],
-        1.0 / tau_s, 1.0 / (num_pairs(T, S) * B), 1.0 / (T * B), float(momentum or 0.0),
+        *_pair(1.0 / tau_s), *_pair(1.0 / (num_pairs(T, S) * B)), *_pair(1.0 / (T * B)),
+        *_pair(momentum or 0.0), *_pair(1.0 - (momentum or 0.0)),
         UPDATE=update, SAVE=save, NCH=_pow2(p["n_chunks"]), ROWS=FINAL_ROWS,
         BLOCK_D=p["teacher_block"], ACC=ACC, CACC=CACC)
     return loss, (tstats, rowstat, c_old, p)
@@ -311,7 +337,8 @@ def _backward(student, teacher, c_old, tstats, rowstat, p, tau_t, tau_s, grad_ou
     ACC = _acc_type(rowstat.dtype)
     _student_grad_kernel[(S * B * p["n_chunks"],)](
         student, grad, teacher, c_old, tstats, rowstat, grad_out, T, S, B, D, p["n_dblk"],
-        p["n_chunks"], p["chunk"], 1.0 / tau_t, 1.0 / tau_s, 1.0 / (num_pairs(T, S) * B * tau_s),
+        p["n_chunks"], p["chunk"], *_pair(1.0 / tau_t), *_pair(1.0 / tau_s),
+        *_pair(1.0 / (num_pairs(T, S) * B * tau_s)),
         TP=_pow2(T), NDB=_pow2(p["n_dblk"]), BLOCK=p["block"], ACC=ACC)
     return grad
 

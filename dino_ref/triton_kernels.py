@@ -278,8 +278,9 @@ def _pow2(x):
 
 
 def plan(S, B, D, T, block=None, target_programs=None, teacher_block=None,
-         target_teacher_programs=None):
-    """ the launch geometry: a dict of block sizes, chunk length and grid sizes """
+         target_teacher_programs=None, num_warps=4):
+    """ the launch geometry: a dict of block sizes, chunk length, grid sizes and warps per program
+    (the defaults are reasoned, not measured: `benchmarks/bench_loss.py --device cuda --tune`) """
     block = block or min(BLOCK, _pow2(D))
     n_blocks = triton.cdiv(D, block)
     chunks = min(n_blocks, max(1, triton.cdiv(target_programs or TARGET_PROGRAMS, S * B)))
@@ -291,7 +292,7 @@ def plan(S, B, D, T, block=None, target_programs=None, teacher_block=None,
     rows_per_group = triton.cdiv(T * B, groups)
     return dict(block=block, chunk=chunk, n_chunks=triton.cdiv(D, chunk),
                 teacher_block=teacher_block, n_dblk=n_dblk, rows_per_group=rows_per_group,
-                n_groups=triton.cdiv(T * B, rows_per_group))
+                n_groups=triton.cdiv(T * B, rows_per_group), num_warps=num_warps)
 
 
 def _forward(student, teacher, center, tau_t, tau_s, momentum, save, geometry=None):
@@ -308,13 +309,14 @@ def _forward(student, teacher, center, tau_t, tau_s, momentum, save, geometry=No
     colsum = new(p["n_groups"], D) if update else tstats                  # Σ t per row group
     _teacher_kernel[(p["n_dblk"], p["n_groups"])](
         teacher, center, tstats, colsum, T * B, D, p["rows_per_group"], *_pair(1.0 / tau_t),
-        COLSUM=update, BLOCK_D=p["teacher_block"], ACC=ACC)
+        COLSUM=update, BLOCK_D=p["teacher_block"], ACC=ACC, num_warps=p["num_warps"])
 
     part = new(4, S, B, p["n_chunks"])                                    # (m_k, e_k, a_k, w_k)
     TP, NDB = _pow2(T), _pow2(p["n_dblk"])
     _student_stats_kernel[(S * B * p["n_chunks"],)](
         student, teacher, center, tstats, part, T, S, B, D, p["n_dblk"], p["n_chunks"], p["chunk"],
-        *_pair(1.0 / tau_t), *_pair(1.0 / tau_s), TP=TP, NDB=NDB, BLOCK=p["block"], ACC=ACC)
+        *_pair(1.0 / tau_t), *_pair(1.0 / tau_s), TP=TP, NDB=NDB, BLOCK=p["block"], ACC=ACC,
+        num_warps=p["num_warps"])
 
     loss, rowstat = new(), new(2, S, B)
     c_old = torch.empty_like(center) if save else center
@@ -325,7 +327,7 @@ def _forward(student, teacher, center, tau_t, tau_s, momentum, save, geometry=No
         *_pair(1.0 / tau_s), *_pair(1.0 / (num_pairs(T, S) * B)), *_pair(1.0 / (T * B)),
         *_pair(momentum or 0.0), *_pair(1.0 - (momentum or 0.0)),
         UPDATE=update, SAVE=save, NCH=_pow2(p["n_chunks"]), ROWS=FINAL_ROWS,
-        BLOCK_D=p["teacher_block"], ACC=ACC, CACC=CACC)
+        BLOCK_D=p["teacher_block"], ACC=ACC, CACC=CACC, num_warps=p["num_warps"])
     return loss, (tstats, rowstat, c_old, p)
 
 
@@ -339,7 +341,7 @@ def _backward(student, teacher, c_old, tstats, rowstat, p, tau_t, tau_s, grad_ou
         student, grad, teacher, c_old, tstats, rowstat, grad_out, T, S, B, D, p["n_dblk"],
         p["n_chunks"], p["chunk"], *_pair(1.0 / tau_t), *_pair(1.0 / tau_s),
         *_pair(1.0 / (num_pairs(T, S) * B * tau_s)),
-        TP=_pow2(T), NDB=_pow2(p["n_dblk"]), BLOCK=p["block"], ACC=ACC)
+        TP=_pow2(T), NDB=_pow2(p["n_dblk"]), BLOCK=p["block"], ACC=ACC, num_warps=p["num_warps"])
     return grad
 
 

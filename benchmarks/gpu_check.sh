@@ -24,11 +24,13 @@ start=$(date +%s)
 step() {  # step NAME LIMIT_S LOG COMMAND...: run, append the exit status and the log's tail
   local name=$1 limit=$2 log=$3
   shift 3
+  local own="/tmp/gpu_check_$name.log"
   echo "== $name (limit ${limit}s, at $(( $(date +%s) - start ))s)" | tee -a "$SUMMARY"
-  timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
+  timeout --kill-after=10 "$limit" "$@" >"$own" 2>&1
   local rc=$?
   echo "   rc=$rc$([ $rc -eq 124 ] && echo ' (timed out)')" | tee -a "$SUMMARY"
-  tail -n "${TAIL:-40}" "$log" >>"$SUMMARY"
+  { echo "== $name"; cat "$own"; } >>"$log"
+  tail -n "${TAIL:-40}" "$own" >>"$SUMMARY"
 }
 
 {

@@ -330,7 +330,8 @@ def test_cuda_graph_capture_and_replay(dtype):
 
 @cuda_only
 def test_bfloat16_peak_memory_is_the_gradient_plus_small_scratch():
-    """ no float32 copy of the student: growth <= gradient + O(S·B + T·B·D/1024 + 16·D) """
+    """ no float32 copy of the student: growth <= the bf16 gradient + the kernels' scratch
+    (per-row and per-chunk statistics, teacher column sums: O(S·B·chunks + T·B·D/1024 + 16·D)) """
     T, S, B, D = 2, 12, 64, 65536
     teacher, student = batch(T, S, B, D, dtype=torch.bfloat16)
     student.requires_grad_(True)
@@ -344,5 +345,6 @@ def test_bfloat16_peak_memory_is_the_gradient_plus_small_scratch():
     torch.cuda.synchronize()
     growth = torch.cuda.max_memory_allocated() - before
     gradient = student.numel() * student.element_size()
-    scratch = 4 * (16 * S * B * 4 + 2 * T * B * 64 + 17 * D) + 2 ** 20
-    assert growth <= gradient + scratch, (growth, gradient, scratch)
+    p = triton_kernels.plan(S, B, D, T)
+    scratch = 4 * (2 * T * B * p["n_dblk"] + p["n_groups"] * D + 4 * S * B * p["n_chunks"] + 2 * S * B + D)
+    assert growth <= gradient + scratch + 2 ** 20, (growth, gradient, scratch)   # + allocator rounding

@@ -81,7 +81,7 @@ def _scalar(hi, lo, ACC: tl.constexpr):
 
 @triton.jit
 def _teacher_row_stats(stats_ptr, rows, n_rows, n_dblk, row_mask, NDB: tl.constexpr):
-    """ merge the per-block (M, L) of teacher rows `rows` (identity 4); -> M, L, each [len(rows)] """
+    """ merge the per-block (M, L) of teacher rows `rows` (identity 4); -> M, 1/L, each [len(rows)] """
     k = tl.arange(0, NDB)
     idx = rows[:, None] * n_dblk + k[None, :]                           # [TP, NDB]
     mask = row_mask[:, None] & (k[None, :] < n_dblk)
@@ -90,17 +90,17 @@ def _teacher_row_stats(stats_ptr, rows, n_rows, n_dblk, row_mask, NDB: tl.conste
     M = tl.max(m, 1)                                                    # M = max_k M_k
     M_safe = tl.where(row_mask, M, 0.0)
     L = tl.sum(tl.where(mask, l * tl.exp(m - M_safe[:, None]), 0.0), 1)  # L = Σ_k L_k exp(M_k − M)
-    return M_safe, tl.where(row_mask, L, 1.0)
+    return M_safe, 1.0 / tl.where(row_mask, L, 1.0)
 
 
 @triton.jit
-def _teacher_weight(t_ptr, c, v, b, B, D, offs, mask, i, i_mask, M, L, inv_tau_t, ACC: tl.constexpr):
+def _teacher_weight(t_ptr, c, v, b, B, D, offs, mask, i, i_mask, M, inv_L, inv_tau_t, ACC: tl.constexpr):
     """ W[v, b, offs] = Q − P_t[v] (identities 1, 2), from the teacher logits; [BLOCK] """
     rows = (i * B + b).to(tl.int64) * D                                  # [TP] offsets of rows (i, b)
     tile_mask = i_mask[:, None] & mask[None, :]
     t = tl.load(t_ptr + rows[:, None] + offs[None, :], mask=tile_mask, other=0.0).to(ACC)
     z = (t - c[None, :]) * inv_tau_t                                     # (t − c) / τ_t
-    p = tl.where(tile_mask, tl.exp(z - M[:, None]) / L[:, None], 0.0)   # P_t[i, b]   [TP, BLOCK]
+    p = tl.where(tile_mask, tl.exp(z - M[:, None]) * inv_L[:, None], 0.0)  # P_t[i, b]  [TP, BLOCK]
     Q = tl.sum(p, 0)                                                     # Q = Σ_i P_t[i]
     P_own = tl.sum(tl.where(i[:, None] == v, p, 0.0), 0)                 # P_t[v] (0 for v ≥ T)
     return Q - P_own
@@ -150,7 +150,7 @@ def _student_stats_kernel(s_ptr, t_ptr, c_ptr, tstats_ptr, part_ptr, T, S, B, D,
     b = pid // (S * n_chunks)
     i = tl.arange(0, TP)
     i_mask = i < T
-    M_t, L_t = _teacher_row_stats(tstats_ptr, i * B + b, T * B, n_dblk, i_mask, NDB)
+    M_t, inv_L_t = _teacher_row_stats(tstats_ptr, i * B + b, T * B, n_dblk, i_mask, NDB)
     s_row = s_ptr + (v * B + b).to(tl.int64) * D
     m_run = tl.full([], float("-inf"), ACC)
     e_run = tl.zeros([], ACC)
@@ -162,7 +162,7 @@ def _student_stats_kernel(s_ptr, t_ptr, c_ptr, tstats_ptr, part_ptr, T, S, B, D,
         mask = offs < D
         s = tl.load(s_row + offs, mask=mask, other=0.0).to(ACC)
         c = tl.load(c_ptr + offs, mask=mask, other=0.0).to(ACC)
-        W = _teacher_weight(t_ptr, c, v, b, B, D, offs, mask, i, i_mask, M_t, L_t, inv_tau_t, ACC)
+        W = _teacher_weight(t_ptr, c, v, b, B, D, offs, mask, i, i_mask, M_t, inv_L_t, inv_tau_t, ACC)
         m_new = tl.maximum(m_run, tl.max(tl.where(mask, s, float("-inf")), 0))
         shift = tl.where(m_run == float("-inf"), 0.0, m_run - m_new)     # m_old − m_new ≤ 0
         x = tl.where(mask, s - m_new, 0.0)                               # s − m, 0 past D
@@ -247,7 +247,7 @@ def _student_grad_kernel(s_ptr, g_ptr, t_ptr, c_ptr, tstats_ptr, rowstat_ptr, go
     b = pid // (S * n_chunks)
     i = tl.arange(0, TP)
     i_mask = i < T
-    M_t, L_t = _teacher_row_stats(tstats_ptr, i * B + b, T * B, n_dblk, i_mask, NDB)
+    M_t, inv_L_t = _teacher_row_stats(tstats_ptr, i * B + b, T * B, n_dblk, i_mask, NDB)
     m = tl.load(rowstat_ptr + v * B + b)
     e_sum = tl.load(rowstat_ptr + S * B + v * B + b)
     gs = tl.load(gout_ptr).to(ACC) * g_scale                            # dL / (n B τ)
@@ -260,7 +260,7 @@ def _student_grad_kernel(s_ptr, g_ptr, t_ptr, c_ptr, tstats_ptr, rowstat_ptr, go
         mask = offs < D
         s = tl.load(s_ptr + row + offs, mask=mask, other=0.0).to(ACC)
         c = tl.load(c_ptr + offs, mask=mask, other=0.0).to(ACC)
-        W = _teacher_weight(t_ptr, c, v, b, B, D, offs, mask, i, i_mask, M_t, L_t, inv_tau_t, ACC)
+        W = _teacher_weight(t_ptr, c, v, b, B, D, offs, mask, i, i_mask, M_t, inv_L_t, inv_tau_t, ACC)
         g = coef * tl.exp((s - m) * inv_tau_s) - gs * W
         tl.store(g_ptr + row + offs, g.to(g_ptr.dtype.element_ty), mask=mask)
 

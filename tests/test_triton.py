@@ -194,6 +194,35 @@ def test_retained_graph_gives_the_same_gradient_twice():
     torch.testing.assert_close(student.grad, 2 * first, rtol=1e-15, atol=0)
 
 
+def test_center_update_between_forward_and_backward_leaves_the_gradient():
+    """ backward uses the center of its forward (a copy), not the buffer's value at backward time """
+    teacher, student = batch(2, 3, 2, 16)
+    loss_fn = DINOLoss(16, backend="triton").to(DEVICE).double()
+    s1, s2 = student.clone().requires_grad_(True), student.clone().requires_grad_(True)
+    loss_fn(teacher, s1, update_center=False).backward()
+    loss = loss_fn(teacher, s2, update_center=False)
+    loss_fn.update_center(10 * teacher)                           # between forward and backward
+    loss.backward()
+    assert loss_fn.center.abs().max() > 0.1
+    torch.testing.assert_close(s2.grad, s1.grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("S,B,D", [(12, 64, 65536), (12, 256, 65536), (10, 32, 1024), (3, 1, 100),
+                                   (4, 2, 1), (2, 1024, 4096)])
+def test_launch_plan_covers_each_row_once(S, B, D):
+    """ chunks: whole blocks that tile [0, D) with no empty chunk; teacher blocks and row groups
+    cover D and the T·B rows; at least half the target number of student programs (the chunk is
+    rounded up to whole blocks) where the shape allows """
+    T = 2
+    p = triton_kernels.plan(S, B, D, T)
+    assert p["chunk"] % p["block"] == 0
+    assert (p["n_chunks"] - 1) * p["chunk"] < D <= p["n_chunks"] * p["chunk"]
+    assert (p["n_dblk"] - 1) * p["teacher_block"] < D <= p["n_dblk"] * p["teacher_block"]
+    assert (p["n_groups"] - 1) * p["rows_per_group"] < T * B <= p["n_groups"] * p["rows_per_group"]
+    n_blocks = -(-D // p["block"])
+    assert 2 * S * B * p["n_chunks"] >= min(triton_kernels.TARGET_PROGRAMS, S * B * n_blocks)
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf: NaN loss
 @pytest.mark.parametrize("bad", [math.inf, math.nan])
 def test_non_finite_teacher_row_keeps_the_center_per_dimension(bad):

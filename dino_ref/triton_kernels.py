@@ -46,9 +46,9 @@ Dtypes: s and t are read in their own dtype (float32, bfloat16, float16, float64
 float32 registers (float64 for float64 inputs); the gradient is written in the student's dtype.
 No float32 copy of the student is made; the scratch is O(S·B·chunks + T·B·D/1024 + 16·D) values
 (`plan`). No host synchronisation and static shapes: a call can be captured in a CUDA graph.
-`DINOLoss(backend="auto")` sends float64 to the eager path (float64 `exp` on a GPU is slow and
-the eager path is exact to 1e-15 there); `backend="triton"` runs float64 here too (tested to 1e-10
-against the golden cases under the interpreter).
+`DINOLoss(backend="auto")` sends float64 to the eager path (float64 is the reference precision,
+not a speed path, and the kernels' float64 build has not run on a GPU yet); `backend="triton"`
+runs float64 too (the golden cases hold to 1e-10 under the interpreter).
 
 Chunking: a row of D = 65536 walked by one program leaves 132 SMs underused when S·B is small
 (REFERENCE.md: 3–15× a copy), so `plan` splits each row into chunks of whole blocks until about

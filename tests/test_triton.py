@@ -267,6 +267,30 @@ def test_same_numbers_as_the_eager_backend_float32():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
+# the CUDA build, without a GPU ---------------------------------------------------------
+def test_kernels_compile_for_an_h200():
+    """ every launch of a forward+backward compiles to sm_90 machine code with Triton's CUDA
+    backend (no GPU needed; the interpreter above checks the numbers, this the GPU build) """
+    import pathlib
+    import subprocess
+    import sys
+
+    import triton
+    ptxas = pathlib.Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    if not ptxas.exists():
+        pytest.skip("this triton has no CUDA backend (ptxas)")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    out = subprocess.run([sys.executable, str(root / "tools" / "compile_triton_kernels.py"), "--arch", "90",
+                          "--dtypes", "float32", "bfloat16", "float64"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    compiled = [line for line in out.stdout.splitlines() if line.startswith("ok ")]
+    assert len(compiled) == 12 and all("LOCAL:0 " in line for line in compiled), out.stdout  # no spills
+
+
 # backend selection ---------------------------------------------------------------------
 def test_unknown_backend_raises():
     with pytest.raises(ValueError, match="backend must be"):

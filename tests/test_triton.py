@@ -30,16 +30,17 @@ pytestmark = pytest.mark.triton
 cuda_only = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 
 # (T, S, B, D, geometry): geometry overrides the launch plan so small shapes still split rows
-# into chunks of several blocks, with tails, and the teacher into several D blocks and row groups
+# into several D blocks with a tail (student and teacher), the teacher rows into several groups,
+# and the finalize step into several row tiles
 SHAPES = [
-    (2, 5, 3, 37, dict(block=8, target_programs=45, teacher_block=16, target_teacher_programs=9)),
-    (1, 3, 2, 50, dict(block=16, target_programs=24)),                   # T = 1
-    (3, 3, 2, 40, dict(block=16, target_programs=18, teacher_block=16)),  # S = T
-    (4, 6, 1, 130, dict(block=32, target_programs=18, teacher_block=64)),  # T = 4, B = 1
+    (2, 5, 3, 37, dict(block=8, teacher_block=16, target_teacher_programs=9)),
+    (1, 3, 2, 50, dict(block=16)),                                       # T = 1
+    (3, 3, 2, 40, dict(block=16, teacher_block=16)),                     # S = T
+    (4, 6, 1, 130, dict(block=32, teacher_block=64)),                    # T = 4, B = 1
     (2, 4, 2, 1, None),                                                  # D = 1
 ]
-# fewer programs, still two chunks per row with a tail, for the dtype and offset tests
-SMALL = (2, 4, 2, 37, dict(block=8, target_programs=16, teacher_block=16, target_teacher_programs=6))
+# fewer programs, still several blocks per row with a tail, for the dtype and offset tests
+SMALL = (2, 4, 2, 37, dict(block=16, teacher_block=16, target_teacher_programs=6))
 
 
 def batch(T, S, B, D, seed=0, dtype=torch.float64, offset=0.0):
@@ -208,19 +209,18 @@ def test_center_update_between_forward_and_backward_leaves_the_gradient():
 
 
 @pytest.mark.parametrize("S,B,D", [(12, 64, 65536), (12, 256, 65536), (10, 32, 1024), (3, 1, 100),
-                                   (4, 2, 1), (2, 1024, 4096)])
+                                   (4, 2, 1), (2, 1024, 4096), (2, 1, 2 ** 21)])
 def test_launch_plan_covers_each_row_once(S, B, D):
-    """ chunks: whole blocks that tile [0, D) with no empty chunk; teacher blocks and row groups
-    cover D and the T·B rows; at least half the target number of student programs (the chunk is
-    rounded up to whole blocks) where the shape allows """
+    """ student blocks, teacher blocks, teacher row groups and finalize row tiles each tile their
+    range with no empty piece; the finalize tile holds every block of its rows """
     T = 2
     p = triton_kernels.plan(S, B, D, T)
-    assert p["chunk"] % p["block"] == 0
-    assert (p["n_chunks"] - 1) * p["chunk"] < D <= p["n_chunks"] * p["chunk"]
+    assert (p["n_blk"] - 1) * p["block"] < D <= p["n_blk"] * p["block"]
     assert (p["n_dblk"] - 1) * p["teacher_block"] < D <= p["n_dblk"] * p["teacher_block"]
     assert (p["n_groups"] - 1) * p["rows_per_group"] < T * B <= p["n_groups"] * p["rows_per_group"]
-    n_blocks = -(-D // p["block"])
-    assert 2 * S * B * p["n_chunks"] >= min(triton_kernels.TARGET_PROGRAMS, S * B * n_blocks)
+    assert (p["n_row_programs"] - 1) * p["final_rows"] < S * B <= p["n_row_programs"] * p["final_rows"]
+    assert p["n_blk"] <= triton_kernels.MAX_BLOCKS
+    assert p["final_rows"] * max(2, p["n_blk"]) <= max(triton_kernels.FINAL_TILE, 2 * p["n_blk"])
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf: NaN loss
@@ -384,7 +384,7 @@ def test_cuda_graph_capture_and_replay(dtype):
 @cuda_only
 def test_bfloat16_peak_memory_is_the_gradient_plus_small_scratch():
     """ no float32 copy of the student: growth <= the bf16 gradient + the kernels' scratch
-    (per-row and per-chunk statistics, teacher column sums: O(S·B·chunks + T·B·D/1024 + 16·D)) """
+    (per-row and per-block statistics, teacher column sums: O(S·B·D/block + T·B·D/1024 + 16·D)) """
     T, S, B, D = 2, 12, 64, 65536
     teacher, student = batch(T, S, B, D, dtype=torch.bfloat16)
     student.requires_grad_(True)
@@ -399,5 +399,6 @@ def test_bfloat16_peak_memory_is_the_gradient_plus_small_scratch():
     growth = torch.cuda.max_memory_allocated() - before
     gradient = student.numel() * student.element_size()
     p = triton_kernels.plan(S, B, D, T)
-    scratch = 4 * (2 * T * B * p["n_dblk"] + p["n_groups"] * D + 4 * S * B * p["n_chunks"] + 2 * S * B + D)
+    scratch = 4 * (2 * T * B * p["n_dblk"] + p["n_groups"] * D + 4 * S * B * p["n_blk"] + 2 * S * B + D
+                   + p["n_row_programs"])
     assert growth <= gradient + scratch + 2 ** 20, (growth, gradient, scratch)   # + allocator rounding

@@ -404,8 +404,8 @@ def bench_cuda_size(S, B, D, device, dtype, repeats):
 
 
 # launch geometries of the Triton kernels to compare (dino_ref.triton_kernels.plan arguments)
-TUNE_GEOMETRIES = [dict(), dict(num_warps=8), dict(block=2048, num_warps=8), dict(target_programs=4096),
-                   dict(target_programs=16384), dict(block=512, target_programs=16384)]
+TUNE_GEOMETRIES = [dict(), dict(num_warps=8), dict(block=512), dict(block=256),
+                   dict(block=2048, num_warps=8), dict(block=512, num_warps=2)]
 
 
 def tune_cuda(S, B, D, device, dtype, repeats):

@@ -104,6 +104,32 @@ def test_agrees_with_numpy_reference(T, S, B, D, geometry, dtype, with_geometry)
         assert loss.item() == 0.0 and not student.grad.any()
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_random_shapes_and_hyperparameters_agree_with_numpy(seed, with_geometry):
+    """ seeded random T, S, B, D, block sizes, temperatures, momentum, epoch; float64, two calls """
+    rng = np.random.default_rng(seed)
+    T = int(rng.integers(1, 4))
+    S, B, D = int(rng.integers(max(T, 2), 6)), int(rng.integers(1, 4)), int(rng.integers(1, 150))
+    block = max(int(rng.choice([8, 16, 32])), 1 << (-(-D // 5) - 1).bit_length())  # <= 5 blocks a row
+    with_geometry(dict(block=block, teacher_block=int(rng.choice([16, 64])),
+                       target_teacher_programs=int(rng.integers(1, 12))))
+    kw = dict(warmup_teacher_temp=float(rng.uniform(0.02, 0.08)), teacher_temp=float(rng.uniform(0.04, 0.1)),
+              warmup_teacher_temp_epochs=int(rng.integers(0, 5)), student_temp=float(rng.uniform(0.05, 0.5)),
+              center_momentum=float(rng.uniform(0.5, 1.0)))
+    loss_fn = DINOLoss(D, backend="triton", **kw).to(DEVICE).double()
+    ref = numpy_ref.DINOLoss(D, **kw)
+    for call in range(2):
+        epoch = float(rng.uniform(0, 6))
+        teacher, student = batch(T, S, B, D, seed=100 * seed + call)
+        student.requires_grad_(True)
+        loss = loss_fn(teacher, student, epoch=epoch)
+        loss.backward()
+        expected = ref(teacher.cpu().numpy(), student.detach().cpu().numpy(), epoch=epoch)
+        assert abs(loss.item() - expected) <= 1e-12 * max(1.0, abs(expected))
+        assert rel_err(student.grad.cpu(), ref.backward()) < 1e-12
+        assert rel_err(loss_fn.center[0, 0].cpu(), ref.center[0, 0]) < 1e-12
+
+
 def test_no_grad_call_gives_the_same_loss(with_geometry):
     T, S, B, D, geometry = SHAPES[2]
     with_geometry(geometry)

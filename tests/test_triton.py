@@ -2,8 +2,9 @@
 
 Without a GPU the kernels run on CPU tensors through Triton's interpreter: conftest.py sets
 TRITON_INTERPRET=1 before anything imports triton (Triton decides at definition time, for its own
-library functions too). With a GPU the same tests run the compiled kernels on CUDA tensors. Small shapes with
-small blocks (`geometry`) exercise several chunks per row, several teacher blocks and block tails.
+library functions too). With a GPU the same tests run the compiled kernels on CUDA tensors.
+Small shapes with small blocks (`geometry`) exercise several D blocks per row with tails, several
+teacher blocks and row groups, and several finalize tiles.
 """
 import math
 import os

@@ -287,7 +287,7 @@ def _pow2(x):
 
 
 def plan(S, B, D, T, block=None, target_programs=None, teacher_block=None,
-         target_teacher_programs=None, num_warps=4):
+         target_teacher_programs=None, final_rows=None, num_warps=4):
     """ the launch geometry: a dict of block sizes, grid sizes and warps per program (the
     defaults are reasoned, not measured: `benchmarks/bench_loss.py --device cuda --tune`) """
     if block is None:                   # about target_programs (b, block) programs, in bounds
@@ -300,7 +300,7 @@ def plan(S, B, D, T, block=None, target_programs=None, teacher_block=None,
     groups = min(T * B, MAX_ROW_GROUPS,
                  max(1, triton.cdiv(target_teacher_programs or TARGET_TEACHER_PROGRAMS, n_dblk)))
     rows_per_group = triton.cdiv(T * B, groups)
-    final_rows = min(FINAL_ROWS, max(1, FINAL_TILE // _pow2(n_blk)))    # rows per finalize program
+    final_rows = final_rows or min(FINAL_ROWS, max(1, FINAL_TILE // _pow2(n_blk)))  # a power of 2
     return dict(block=block, n_blk=n_blk, teacher_block=teacher_block, n_dblk=n_dblk,
                 rows_per_group=rows_per_group, n_groups=triton.cdiv(T * B, rows_per_group),
                 final_rows=final_rows, n_row_programs=triton.cdiv(S * B, final_rows),

@@ -34,14 +34,14 @@ cuda_only = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 # into several D blocks with a tail (student and teacher), the teacher rows into several groups,
 # and the finalize step into several row tiles
 SHAPES = [
-    (2, 5, 3, 37, dict(block=8, teacher_block=16, target_teacher_programs=9)),
-    (1, 3, 2, 50, dict(block=16)),                                       # T = 1
+    (2, 5, 3, 37, dict(block=8, teacher_block=16, target_teacher_programs=9, final_rows=4)),
+    (1, 3, 2, 50, dict(block=16, final_rows=2)),                         # T = 1
     (3, 3, 2, 40, dict(block=16, teacher_block=16)),                     # S = T
     (4, 6, 1, 130, dict(block=32, teacher_block=64)),                    # T = 4, B = 1
     (2, 4, 2, 1, None),                                                  # D = 1
 ]
 # fewer programs, still several blocks per row with a tail, for the dtype and offset tests
-SMALL = (2, 4, 2, 37, dict(block=16, teacher_block=16, target_teacher_programs=6))
+SMALL = (2, 4, 2, 37, dict(block=16, teacher_block=16, target_teacher_programs=6, final_rows=2))
 
 
 def batch(T, S, B, D, seed=0, dtype=torch.float64, offset=0.0):
@@ -113,7 +113,8 @@ def test_random_shapes_and_hyperparameters_agree_with_numpy(seed, with_geometry)
     S, B, D = int(rng.integers(max(T, 2), 6)), int(rng.integers(1, 4)), int(rng.integers(1, 150))
     block = max(int(rng.choice([8, 16, 32])), 1 << (-(-D // 5) - 1).bit_length())  # <= 5 blocks a row
     with_geometry(dict(block=block, teacher_block=int(rng.choice([16, 64])),
-                       target_teacher_programs=int(rng.integers(1, 12))))
+                       target_teacher_programs=int(rng.integers(1, 12)),
+                       final_rows=int(rng.choice([1, 2, 4, 128]))))
     kw = dict(warmup_teacher_temp=float(rng.uniform(0.02, 0.08)), teacher_temp=float(rng.uniform(0.04, 0.1)),
               warmup_teacher_temp_epochs=int(rng.integers(0, 5)), student_temp=float(rng.uniform(0.05, 0.5)),
               center_momentum=float(rng.uniform(0.5, 1.0)))

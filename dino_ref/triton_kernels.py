@@ -120,6 +120,7 @@ def _teacher_probs(t_ptr, c, b, B, D, offs, mask, i, i_mask, M, inv_L, inv_tau_t
 
 @triton.jit
 def _add3(a0, a1, a2, b0, b1, b2):
+    """ three sums in one reduction: (Σ exp, ⟨W, s − m⟩, Σ W) """
     return a0 + b0, a1 + b1, a2 + b2
 
 

@@ -3,6 +3,11 @@
     python benchmarks/bench_loss.py [--quick] [--device cpu|cuda] [--dtype float32|bfloat16]
                                     [--out benchmarks/results]
 
+On CUDA (`--device cuda`) the forms are the einsum form (eager and `torch.compile`d), dino_ref's
+eager backend and its Triton backend (the default "auto" there), at (T,S,B,D) = (2,12,64,65536),
+(2,12,256,65536), (2,10,32,1024); each forward+backward is timed four ways (see `cuda_times`)
+beside one device copy of s. Writes <out>/bench_cuda[_<dtype>].json and .png.
+
 Three forms, each a full loss call (teacher softmax, loss, center update), teacher without grad:
   original  the original authors' algorithm: log_softmax of a student view inside the loop over
             (teacher view, student view) pairs;
@@ -28,6 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -265,6 +271,240 @@ def plot(rows, by_S, by_D, path, title):
     fig.savefig(path, dpi=90)
 
 
+# ---- CUDA: device time apart from the host, host enqueue time, memory ------------------------
+
+CUDA_SIZES = [(12, 64, 65536), (12, 256, 65536), (10, 32, 1024)]
+CUDA_FORMS = ("einsum", "einsum_compiled", "dino_ref_eager", "dino_ref")
+LABELS = {"einsum": "einsum form (nidl, eager)", "einsum_compiled": "einsum form, torch.compile",
+          "dino_ref_eager": 'dino_ref backend="eager"', "dino_ref": 'dino_ref "auto" (Triton)'}
+
+
+def make_cuda_form(name, D, device, dtype):
+    """ a callable (teacher, student) -> loss with its own center; "dino_ref" is the default
+    DINOLoss (backend "auto": Triton on CUDA), "dino_ref_eager" the same with backend="eager" """
+    if name.startswith("dino_ref"):
+        loss_fn = DINOLoss(D, warmup_teacher_temp=TAU_T, teacher_temp=TAU_T, student_temp=TAU_S,
+                           center_momentum=M, backend="eager" if name == "dino_ref_eager" else "auto")
+        loss_fn = loss_fn.to(device)
+        return lambda t, s: loss_fn(t, s)
+    center = torch.zeros(1, D, device=device, dtype=dtype)
+    f = torch.compile(einsum_form, dynamic=False) if name == "einsum_compiled" else einsum_form
+    return lambda t, s: f(t, s, center)
+
+
+def cuda_times(step, repeats, sleep_cycles):
+    """ ms per call of step() (a forward+backward), medians over repeats:
+    plain   CUDA events around a call issued on an idle GPU: host and launch gaps included,
+            what a training loop sees;
+    device  the same with the GPU held busy by torch.cuda._sleep while the call is queued, so
+            the kernels run back to back: device time alone;
+    host    wall time of the host to enqueue one call (GPU busy, nothing waits for it)
+    """
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    plain, device, host = [], [], []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start.record()
+        step()
+        end.record()
+        torch.cuda.synchronize()
+        plain.append(start.elapsed_time(end))
+        torch.cuda._sleep(sleep_cycles)                  # the GPU is busy while we enqueue
+        start.record()
+        t0 = time.perf_counter()
+        step()
+        host.append((time.perf_counter() - t0) * 1e3)
+        end.record()
+        torch.cuda.synchronize()
+        device.append(start.elapsed_time(end))
+    return {"plain_ms": statistics.median(plain), "device_ms": statistics.median(device),
+            "host_ms": statistics.median(host)}
+
+
+def cuda_graph_time(step, repeats):
+    """ ms per replay of step() captured in a CUDA graph (None if the form cannot be captured) """
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            step()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+    except Exception as e:  # noqa: BLE001  (report, do not fail the benchmark)
+        print(f"    CUDA graph capture failed: {type(e).__name__}: {e}", flush=True)
+        return None
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    graph.replay()
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(repeats):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / repeats
+
+
+def sleep_cycles_for(ms):
+    """ torch.cuda._sleep cycles that keep the GPU busy for about `ms` milliseconds """
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    n = 10 ** 6
+    start.record()
+    torch.cuda._sleep(n)
+    end.record()
+    torch.cuda.synchronize()
+    return int(n * ms / max(start.elapsed_time(end), 1e-3))
+
+
+def bench_cuda_size(S, B, D, device, dtype, repeats):
+    teacher, student = make_inputs(S, B, D, device, dtype)
+    forms = {name: make_cuda_form(name, D, device, dtype) for name in CUDA_FORMS}
+    src, dst = student.detach().clone(), torch.empty_like(student)
+    out = {}
+
+    def step_of(name):
+        def step():
+            student.grad = None
+            forms[name](teacher, student).backward()
+        return step
+
+    failed = {}
+    for name in CUDA_FORMS:                               # warm-up: compile, autotune, caches
+        try:
+            for _ in range(3):
+                step_of(name)()
+        except Exception as e:  # noqa: BLE001  (report the form as failed, measure the others)
+            failed[name] = f"{type(e).__name__}: {e}"
+            print(f"  {name} FAILED: {failed[name]}", flush=True)
+    torch.cuda.synchronize()
+    names = [n for n in CUDA_FORMS if n not in failed]
+    host_guess = max(cuda_times(step_of(n), 3, sleep_cycles_for(20))["host_ms"] for n in names)
+    cycles = sleep_cycles_for(max(5.0, 3 * host_guess))   # longer than any host enqueue
+    for name in names:
+        step = step_of(name)
+        r = cuda_times(step, repeats, cycles)
+        student.grad = None
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize()
+        r["peak_mb"] = (torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
+        r["graph_ms"] = cuda_graph_time(step, repeats) if name.startswith("dino_ref") else None
+        out[name] = r
+        student.grad = None
+        print(f"  {name:16s} device {r['device_ms']:7.3f} ms  plain {r['plain_ms']:7.3f} ms  "
+              f"host {r['host_ms']:6.3f} ms  graph {r['graph_ms'] or float('nan'):7.3f} ms  "
+              f"peak {r['peak_mb']:7.1f} MB", flush=True)
+    out.update({name: {"error": msg} for name, msg in failed.items()})
+    copy = cuda_times(lambda: dst.copy_(src), repeats, cycles)
+    return {"T": T, "S": S, "B": B, "D": D, "forms": out, "copy_ms": copy["device_ms"],
+            "student_mb": student.numel() * student.element_size() / 2 ** 20}
+
+
+# launch geometries of the Triton kernels to compare (dino_ref.triton_kernels.plan arguments)
+TUNE_GEOMETRIES = [dict(), dict(num_warps=8), dict(block=512), dict(block=256),
+                   dict(block=2048, num_warps=8), dict(block=512, num_warps=2)]
+
+
+def tune_cuda(S, B, D, device, dtype, repeats):
+    """ device time of the Triton loss call (forward+backward) per launch geometry """
+    from dino_ref import triton_kernels
+    teacher, student = make_inputs(S, B, D, device, dtype)
+    center = torch.zeros(1, 1, D, device=device)
+    results = []
+    for geometry in TUNE_GEOMETRIES:
+        def step():
+            student.grad = None
+            triton_kernels.dino_loss(teacher, student, center, TAU_T, TAU_S, M, geometry=geometry).backward()
+        try:
+            for _ in range(2):
+                step()
+            r = cuda_times(step, repeats, sleep_cycles_for(5.0))
+        except Exception as e:  # noqa: BLE001
+            r = {"error": f"{type(e).__name__}: {e}"}
+        r["geometry"] = triton_kernels.plan(S, B, D, T, **geometry)
+        print(f"  tune S={S} B={B} D={D} {geometry}: {r.get('device_ms', r.get('error'))}", flush=True)
+        results.append(r)
+    return results
+
+
+def fmt_cuda_table(rows):
+    head = ("(T,S,B,D)", "form", "device ms", "× copy", "graph ms", "host ms", "plain ms",
+            "speed-up (plain)", "peak MB")
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for r in rows:
+        f = r["forms"]
+        best_peer = min(f[n].get("plain_ms", math.inf) for n in ("einsum", "einsum_compiled"))
+        for name in CUDA_FORMS:
+            x = f[name]
+            if "error" in x:
+                lines.append(f"({r['T']},{r['S']},{r['B']},{r['D']}) | {name} | failed: {x['error'][:80]}")
+                continue
+            lines.append(" | ".join([
+                f"({r['T']},{r['S']},{r['B']},{r['D']})", name, f"{x['device_ms']:.3f}",
+                f"{x['device_ms'] / r['copy_ms']:.1f}",
+                "-" if x["graph_ms"] is None else f"{x['graph_ms']:.3f}", f"{x['host_ms']:.3f}",
+                f"{x['plain_ms']:.3f}", f"{best_peer / x['plain_ms']:.1f}x", f"{x['peak_mb']:.0f}"]))
+        lines.append(f"({r['T']},{r['S']},{r['B']},{r['D']}) | one copy of s | {r['copy_ms']:.3f} | 1.0 "
+                     f"| | | | | {r['student_mb']:.0f} (size of s)")
+    return "\n".join(lines)
+
+
+def plot_cuda(rows, path, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    labels = [f"S={r['S']} B={r['B']}\nD={r['D']}" for r in rows]
+    width = 0.8 / (len(CUDA_FORMS) + 1)
+    for ax, key, ylabel in ((axes[0], "device_ms", "device time per call, ms (median)"),
+                            (axes[1], "plain_ms", "call time incl. host, ms (median)")):
+        for k, name in enumerate(CUDA_FORMS):
+            xs = [j + k * width for j in range(len(rows))]
+            ax.bar(xs, [r["forms"][name].get(key, math.nan) for r in rows], width, label=LABELS[name])
+        xs = [j + len(CUDA_FORMS) * width for j in range(len(rows))]
+        ax.bar(xs, [r["copy_ms"] for r in rows], width, label="one copy of s", color="k")
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], labels)
+        ax.set_yscale("log")
+        ax.set_ylabel(ylabel)
+        ax.set_xlabel("size (T = 2)")
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.25), ncol=3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+
+
+def main_cuda(args):
+    device, dtype = torch.device("cuda"), getattr(torch, args.dtype)
+    repeats = args.repeats or (10 if args.quick else 30)
+    rows = []
+    for S, B, D in CUDA_SIZES:
+        print(f"S={S} B={B} D={D} {args.dtype}", flush=True)
+        rows.append(bench_cuda_size(S, B, D, device, dtype, repeats))
+        if args.tune and D >= 16384:
+            rows[-1]["tuning"] = tune_cuda(S, B, D, device, dtype, max(5, repeats // 3))
+    import triton
+    env = {"torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
+           "python": platform.python_version(), "gpu": torch.cuda.get_device_name(device),
+           "dtype": args.dtype, "repeats": repeats}
+    print(fmt_cuda_table(rows))
+    print("\ndevice: CUDA events around a call queued behind torch.cuda._sleep (kernels back to back);"
+          " graph: per replay of a captured forward+backward; host: time to enqueue one call;"
+          " plain: CUDA events around a call on an idle GPU (host included); speed-up (plain) ="
+          " the faster of einsum and einsum_compiled / the form; × copy = device / one copy of s")
+    os.makedirs(args.out, exist_ok=True)
+    stem = "bench_cuda" + ("" if args.dtype == "float32" else f"_{args.dtype}")
+    with open(os.path.join(args.out, stem + ".json"), "w") as fh:
+        json.dump({"env": env, "forms": CUDA_FORMS, "results": rows}, fh, indent=1)
+    plot_cuda(rows, os.path.join(args.out, stem + ".png"),
+              f"DINO loss forward+backward, {env['gpu']}, {args.dtype}")
+    print(f"\nwrote {os.path.join(args.out, stem + '.json')} and .png")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer sizes and repeats (~1 min on CPU)")
@@ -274,6 +514,8 @@ def main():
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--no-memory", action="store_true", help="skip the per-process memory runs")
+    p.add_argument("--tune", action="store_true",
+                   help="CUDA: also time the Triton kernels under a few launch geometries")
     p.add_argument("--child", nargs=4, metavar=("FORM", "S", "B", "D"), help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -281,6 +523,9 @@ def main():
     if args.child:
         form, S, B, D = args.child[0], *map(int, args.child[1:])
         print(peak_memory_child(form, S, B, D, device, dtype))
+        return
+    if device.type == "cuda":
+        main_cuda(args)
         return
 
     repeats = args.repeats or (3 if args.quick else 7)

@@ -4,6 +4,8 @@ Shapes: T teacher (global) views, S >= T student views (the first T are the teac
 in order), batch B, output dimension D.
 """
 
+import os
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -60,13 +62,17 @@ class DINOLoss(nn.Module):
     loss_fn(teacher_out, student_out, epoch=None, update_center=True) -> 0-dim tensor
         teacher_out (T, B, D), student_out (S, B, D), or lists of (B, D) views.
     The loss uses the center from before the call; the center update follows it.
+    backend: "auto" (Triton kernels for CUDA tensors when triton imports, except float64;
+    the eager path otherwise), "eager", or "triton" (`dino_ref/triton_kernels.py`).
     """
 
     def __init__(self, output_dim=4096, warmup_teacher_temp=0.04, teacher_temp=0.07,
-                 warmup_teacher_temp_epochs=30, student_temp=0.1, center_momentum=0.9):
+                 warmup_teacher_temp_epochs=30, student_temp=0.1, center_momentum=0.9,
+                 backend="auto"):
         super().__init__()
         check_hyperparameters(output_dim, warmup_teacher_temp, teacher_temp,
                               warmup_teacher_temp_epochs, student_temp, center_momentum)
+        self.backend = check_backend(backend)
         self.output_dim = output_dim
         self.warmup_teacher_temp = float(warmup_teacher_temp)
         self.teacher_temp = float(teacher_temp)
@@ -105,6 +111,15 @@ class DINOLoss(nn.Module):
             raise ValueError(f"teacher_out is on {teacher.device} but student_out on {student.device}")
         dtype = compute_dtype(teacher, student)
         tau_t = self.teacher_temperature(epoch)
+        if use_triton(self.backend, student, dtype):                 # teacher, loss, center: 3 kernels
+            from .triton_kernels import dino_loss
+            distributed = dist.is_available() and dist.is_initialized()
+            fused_center = update_center and not distributed
+            loss = dino_loss(teacher, student, self.center, tau_t,
+                             self.student_temp, self.center_momentum if fused_center else None)
+            if update_center and distributed:                        # all-reduced row sums
+                self._update_center(teacher)
+            return loss
         P_t = teacher_targets(teacher.to(dtype), self.center.to(dtype), tau_t)  # stop-gradient
         loss = dino_cross_entropy(P_t, student.to(dtype), self.student_temp)
         if update_center:
@@ -151,6 +166,43 @@ def global_batch_mean(teacher):
     else:
         n_rows = T * B
     return (rows_sum / n_rows).reshape(1, 1, D)
+
+
+def check_backend(backend):
+    """ "auto", "eager" or "triton"; "triton" needs triton importable """
+    if backend not in ("auto", "eager", "triton"):
+        raise ValueError(f'backend must be "auto", "eager" or "triton", got {backend!r}')
+    if backend == "triton" and not triton_available():
+        raise ValueError('backend="triton" needs the triton package (pip install "dino_ref[gpu]")')
+    return backend
+
+
+def triton_available():
+    """ whether triton imports (looked up once) """
+    global _TRITON
+    if _TRITON is None:
+        try:
+            import triton  # noqa: F401
+            _TRITON = True
+        except ImportError:
+            _TRITON = False
+    return _TRITON
+
+
+_TRITON = None
+
+
+def use_triton(backend, student, dtype):
+    """ the backend rule: "auto" takes Triton for CUDA tensors below float64 when triton
+    imports; "triton" runs on CUDA, or on CPU tensors under Triton's interpreter only """
+    if backend == "eager":
+        return False
+    if backend == "auto":
+        return student.is_cuda and dtype != torch.float64 and triton_available()
+    if student.is_cuda or (student.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
+        return True
+    raise ValueError(f'backend="triton" runs on CUDA tensors (CPU tensors only under '
+                     f'TRITON_INTERPRET=1); student_out is on {student.device}: use backend="auto"')
 
 
 def _as_views(x, name):

@@ -2,6 +2,13 @@ import os
 
 import numpy as np
 import pytest
+import torch
+
+# Without a GPU the Triton kernels (tests/test_triton.py) run in Triton's CPU interpreter. Triton
+# decides at import time, for its own library functions too, so the variable is set here, before
+# anything imports triton. It changes nothing else: "auto" never takes Triton on CPU tensors.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 from golden_cases import GOLDEN_FILES
 from hypothesis import HealthCheck, settings
 

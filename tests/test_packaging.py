@@ -21,9 +21,11 @@ def test_pip_and_conda_declare_the_same_packages():
     for line in (ROOT / "environment.yml").read_text().splitlines():
         if line.startswith("dependencies:"):
             in_deps = True
-        elif in_deps and re.match(r"^  - [A-Za-z]", line):  # top-level conda entries only
+        elif in_deps and re.match(r"^  - [A-Za-z]", line):  # top-level conda entries
             name = requirement_name(line[4:])
             conda_names.add(CONDA_NAMES.get(name, name))
+        elif in_deps and re.match(r'^      - "?[A-Za-z]', line):  # pip entries (with markers)
+            conda_names.add(requirement_name(line.strip()[2:].strip('"')))
     conda_names -= {"python", "pip", "pip:"}
     assert pip_names == conda_names, f"only pip: {pip_names - conda_names}, only conda: {conda_names - pip_names}"
 

@@ -37,3 +37,11 @@ def test_versions_agree():
     for name, spec in pip_specs.items():
         conda = {v: k for k, v in CONDA_NAMES.items()}.get(name, name)
         assert f"  - {conda}{spec[len(name):]}" in env, f"{name}: pip says {spec}"
+
+
+def test_every_subpackage_is_installed():
+    """ setuptools installs only the packages listed: a subpackage missing from the list works
+    in an editable install and is absent from a wheel """
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "dino_ref").rglob("__init__.py")}
+    assert listed == found, f"pyproject lists {sorted(listed)}, the tree has {sorted(found)}"

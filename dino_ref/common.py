@@ -39,7 +39,7 @@ def check_epoch(epoch):
         return
     if isinstance(epoch, bool) or not isinstance(epoch, numbers.Real):
         raise ValueError(f"epoch must be None or a number >= 0, got {epoch!r} ({type(epoch).__name__})")
-    if not math.isfinite(float(epoch)) or epoch < 0:
+    if not 0 <= epoch < math.inf:  # also False for NaN; no float() call: torch.compile traces it
         raise ValueError(f"epoch must be None or a finite number >= 0, got {epoch!r}")
 
 

@@ -86,7 +86,8 @@ def check_views(teacher_shape, student_shape, output_dim):
     if (B, D) != (B_s, D_s):
         raise ValueError(
             f"teacher_out {teacher_shape} and student_out {student_shape} disagree in batch size "
-            f"or feature dimension (the last two axes must match){_layout_hint(teacher_shape, student_shape)}")
+            "or feature dimension (the last two axes must match)"
+            + _layout_hint(teacher_shape, student_shape))
     if D != output_dim:
         raise ValueError(f"feature dimension D = {D} of teacher_out {teacher_shape} "
                          f"differs from output_dim = {output_dim}")
@@ -104,10 +105,11 @@ def _layout_hint(teacher_shape, student_shape):
     """ a hint for (B, V, D) given where (V, B, D) is expected; '' when no transpose explains it """
     (T, B, _), (S, B_s, _) = teacher_shape, student_shape
     if T == S:      # the same leading size, different second ones: both may be (B, V, D)
-        return ("; if both are (B, V, D), did you mean teacher_out.transpose(0, 1) and "
-                "student_out.transpose(0, 1)? The layout is (V, B, D)")
-    if S == B:      # student (B, S, D)
-        return "; if student_out is (B, V, D), did you mean student_out.transpose(0, 1)? The layout is (V, B, D)"
-    if T == B_s:    # teacher (B, T, D)
-        return "; if teacher_out is (B, V, D), did you mean teacher_out.transpose(0, 1)? The layout is (V, B, D)"
-    return ""
+        which = "teacher_out.transpose(0, 1) and student_out.transpose(0, 1)"
+    elif S == B:    # student (B, S, D)
+        which = "student_out.transpose(0, 1)"
+    elif T == B_s:  # teacher (B, T, D)
+        which = "teacher_out.transpose(0, 1)"
+    else:
+        return ""
+    return f"; if you passed (B, V, D), did you mean {which}? The layout is (V, B, D)"

@@ -87,7 +87,7 @@ def fused_pass(student, P_t, student_temp, grad=None):
             x = student[v0:v1, b0:b1]                                  # (nv, r, D)  s[v, b]
             mx = torch.amax(x, -1, out=row_max[v0:v1, b0:b1])          # (nv, r)  max_d s
             zc = z[:x.numel()].view(x.shape)                           # (nv, r, D)
-            torch.sub(x, mx[..., None], out=zc).mul_(inv_tau)          # z = (s - max) / tau <= 0, max 0 exactly
+            torch.sub(x, mx[..., None], out=zc).mul_(inv_tau)          # z = (s - max) / tau <= 0 (max: 0)
             z_flat = zc.view(v1 - v0, -1)                              # (nv, r D)
             torch.mv(z_flat, Qc.view(-1), out=dot_Q[j, v0:v1])         # sum_b <Q[b], z[v, b]>
             for v in range(v0, v0 + ko):                               # sum_b <P_t[v, b], z[v, b]>

@@ -35,8 +35,12 @@ def ddp_batch(step):
 
 
 def student_model():
-    return torch.nn.Linear(4, 16).double().requires_grad_(True)._apply(
-        lambda t: torch.linspace(-1, 1, t.numel(), dtype=t.dtype).reshape(t.shape))
+    """ the same fixed weights in every process """
+    model = torch.nn.Linear(4, 16).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.linspace(-1, 1, p.numel(), dtype=p.dtype).reshape(p.shape))
+    return model
 
 
 def _center_run(rank):

@@ -1,4 +1,5 @@
 """`python -m dino_ref`: the loss on a sample multi-crop batch, both versions side by side."""
+import argparse
 import time
 
 import numpy as np
@@ -8,7 +9,19 @@ from . import DINOLoss, numpy_ref
 from .common import num_pairs
 
 
-def main():
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m dino_ref",
+        description="Compute the DINO loss on a sample multi-crop batch (2 global + 8 local crops, "
+                    "batch 8, output_dim 256) with the NumPy reference and the torch module, over "
+                    "four calls (epochs 0, 1, 29, None), and print loss, gradient and center "
+                    "differences. Takes no options besides --help.",
+        epilog="Next: python -m dino_ref.train --help (a tiny DINO trained on your CPU).")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    parse_args(argv)
     T, S, B, D = 2, 10, 8, 256  # 2 global + 8 local crops, batch 8, output_dim 256
     rng = np.random.default_rng(0)
     teacher = rng.normal(size=D) + 0.5 * rng.normal(size=(T, B, D))   # (T, B, D), biased: the center matters

@@ -8,8 +8,18 @@ import math
 import numbers
 
 
+def as_number(x):
+    """ a 0-dim torch tensor or NumPy array as a Python number (.item()); anything else as is """
+    if x is None or isinstance(x, numbers.Number):  # (no attribute lookup: torch.compile traces it)
+        return x
+    if getattr(x, "ndim", None) == 0 and hasattr(x, "item"):
+        return x.item()
+    return x
+
+
 def teacher_temperature(epoch, warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs):
     """ tau_t at `epoch`: a linear ramp of W points (both ends included), then flat """
+    epoch = as_number(epoch)
     if epoch is None:
         return float(teacher_temp)
     check_epoch(epoch)
@@ -34,12 +44,14 @@ def num_pairs(n_teacher, n_student):
 
 
 def check_epoch(epoch):
-    """ epoch must be None or a finite number >= 0 (int, or float for per-iteration warmup) """
+    """ epoch must be None or a finite number >= 0 (int, or float for per-iteration warmup; a
+    NumPy scalar or a 0-dim tensor too) """
+    epoch = as_number(epoch)
     if epoch is None:
         return
     if isinstance(epoch, bool) or not isinstance(epoch, numbers.Real):
         raise ValueError(f"epoch must be None or a number >= 0, got {epoch!r} ({type(epoch).__name__})")
-    if not math.isfinite(float(epoch)) or epoch < 0:
+    if not 0 <= epoch < math.inf:  # also False for NaN; no float() call: torch.compile traces it
         raise ValueError(f"epoch must be None or a finite number >= 0, got {epoch!r}")
 
 
@@ -74,13 +86,30 @@ def check_views(teacher_shape, student_shape, output_dim):
     if (B, D) != (B_s, D_s):
         raise ValueError(
             f"teacher_out {teacher_shape} and student_out {student_shape} disagree in batch size "
-            "or feature dimension (the last two axes must match)")
+            "or feature dimension (the last two axes must match)"
+            + _layout_hint(teacher_shape, student_shape))
     if D != output_dim:
         raise ValueError(f"feature dimension D = {D} of teacher_out {teacher_shape} "
                          f"differs from output_dim = {output_dim}")
     if S < T:
         raise ValueError(f"student_out {student_shape} has fewer views than teacher_out "
-                         f"{teacher_shape}: the first n_globals student views must be the teacher's crops")
+                         f"{teacher_shape}: the first n_globals student views must be the teacher's crops "
+                         "(did you swap them? the call is loss_fn(teacher_out, student_out); "
+                         "facebookresearch/dino's is (student, teacher))")
     if num_pairs(T, S) == 0:
         raise ValueError(f"teacher_out {teacher_shape} and student_out {student_shape} leave no "
                          "(teacher view, other student view) pair: give at least 2 student views")
+
+
+def _layout_hint(teacher_shape, student_shape):
+    """ a hint for (B, V, D) given where (V, B, D) is expected; '' when no transpose explains it """
+    (T, B, _), (S, B_s, _) = teacher_shape, student_shape
+    if T == S:      # the same leading size, different second ones: both may be (B, V, D)
+        which = "teacher_out.transpose(0, 1) and student_out.transpose(0, 1)"
+    elif S == B:    # student (B, S, D)
+        which = "student_out.transpose(0, 1)"
+    elif T == B_s:  # teacher (B, T, D)
+        which = "teacher_out.transpose(0, 1)"
+    else:
+        return ""
+    return f"; if you passed (B, V, D), did you mean {which}? The layout is (V, B, D)"

@@ -7,23 +7,28 @@ Given teacher targets P_t (T, B, D) (no gradient) and student logits s (S, B, D)
 Two identities make it linear in S and let it skip log_softmax entirely:
 
 1. the pair sum factorises: sum_i sum_{v != i} = (sum_i)(sum_v) - (the i = v terms), so student
-   view v meets the teacher weight  W[v] = Q - P_t[v]  (the P_t[v] only for v < T), with
-   Q = sum_i P_t[i], and  c_v = sum_d W[v, b, d]  (T - 1 for v < T, else T) teacher views;
-2. H(p, softmax(z)) = sum(p) * lse(z) - <p, z>, so per (v, b):
-       loss[v, b] = c_v * lse(s[v, b] / tau) - <W[v, b], s[v, b]> / tau.
+   view v meets the teacher weight  Q_v = Q - P_t[v]  (the P_t[v] only for v < T), with
+   Q = sum_i P_t[i], and  n_v = sum_d Q_v[b, d]  (T - 1 for v < T, else T) teacher views;
+2. H(p, softmax(s / tau)) = sum(p) lse(z) - <p, z>  for  z = (s - max_d s) / tau  (softmax is
+   shift-invariant, and the shift by the row max keeps both terms >= 0: nothing cancels, even
+   when all logits share a large offset), so per (v, b):
+       loss[v, b] = n_v log sum_d exp(z[v, b]) - <Q_v[b], z[v, b]>.
 
-The gradient is  dL/ds[v, b] = (c_v softmax(s[v, b] / tau) - W[v, b]) / (n B tau).
+The gradient is  dL/ds[v, b] = (n_v softmax(s[v, b] / tau) - Q_v[b]) / (n B tau).
 `fused_pass` computes the loss and, when the student needs a gradient, this gradient (at
-dL = 1) in the same walk over s, while exp((s - m) / tau) is still in the cache; backward only
-scales it in place by the incoming gradient. A second backward through the same graph
-(retain_graph, gradcheck) reruns the very same pass, so it gives the same bits.
+dL = 1) in the same walk over s, while exp(z) is still in the cache; backward only scales it in
+place by the incoming gradient. A second backward through the same graph (retain_graph,
+gradcheck) reruns the very same pass, so it gives the same bits. A backward that builds a graph
+(create_graph=True: Hessians, gradient penalties) computes the same formula with autograd
+operations instead, so the gradient is itself differentiable; under functorch transforms
+(torch.func.grad, vmap, jvp) and forward-mode AD the readable autograd form is used.
 
 Why it is fast (numbers: `benchmarks/README.md`): at out_dim 65536 the cost of the usual forms is
 extra passes over S x B x D tensors and fresh allocations of them (page faults), not arithmetic.
 Here the forward reads s from memory once and writes the gradient once, the backward is one
 in-place scale: s is walked in chunks (`chunk_shape`: a few rows of one view, or at small D several
 whole views, so the per-op overhead is paid per chunk, not per view) that stay in the CPU cache
-while the small passes (dot, max, exp, sum, gradient) run over them. Nothing large is
+while the small passes (max, shift, dot, exp, sum, gradient) run over them. Nothing large is
 allocated but the (S, B, D) gradient (scratch: three chunk-sized buffers), and there is one exp
 per element in all. On an accelerator the chunks are many whole views (few kernel launches).
 `dino_cross_entropy_reference` in loss.py is the same loss written plainly, for autograd.
@@ -41,10 +46,10 @@ DEVICE_CHUNK_ELEMENTS = 2 ** 24
 
 
 def pair_counts(T, S, device, dtype):
-    """ c_v: how many teacher views are paired with student view v; (S,) """
-    c = torch.full((S,), float(T), device=device, dtype=dtype)
-    c[:min(T, S)] -= 1.0  # student view v < T skips its own teacher view
-    return c
+    """ n_v: how many teacher views are paired with student view v; (S,) """
+    n_v = torch.full((S,), float(T), device=device, dtype=dtype)
+    n_v[:min(T, S)] -= 1.0  # student view v < T skips its own teacher view
+    return n_v
 
 
 def chunk_shape(S, B, D, device):
@@ -63,14 +68,14 @@ def fused_pass(student, P_t, student_temp, grad=None):
     n = T * S - k                                                      # number of (i, v) pairs
     inv_tau = 1.0 / student_temp
     g_scale = inv_tau / (n * B)                                        # 1 / (n B tau)
-    c = pair_counts(T, S, student.device, student.dtype)              # (S,)  c_v
-    cg = c * g_scale                                                   # (S,)  c_v / (n B tau)
+    n_v = pair_counts(T, S, student.device, student.dtype)            # (S,)  n_v
+    n_v_g = n_v * g_scale                                              # (S,)  n_v / (n B tau)
     nv, r = chunk_shape(S, B, D, student.device)
     n_chunks = -(-B // r)
     new = student.new_empty
-    row_max, sum_exp = new((S, B)), new((S, B))       # (S, B)  m = max_d s,  sum_d exp((s - m) / tau)
-    dot_Q, dot_own = new((n_chunks, S)), new((n_chunks, k))  # sum_b <Q, s[v]>, sum_b <P_t[v], s[v]>
-    q, neg_q, z = new((r, D)), new((r, D)), new(nv * r * D)   # scratch: Q, -Q / (n B tau), exp
+    row_max, sum_exp = new((S, B)), new((S, B))       # (S, B)  max_d s,  sum_d exp(z)
+    dot_Q, dot_own = new((n_chunks, S)), new((n_chunks, k))  # sum_b <Q, z[v]>, sum_b <P_t[v], z[v]>
+    q, neg_q, z = new((r, D)), new((r, D)), new(nv * r * D)   # scratch: Q, -Q / (n B tau), z
     for j, b0 in enumerate(range(0, B, r)):
         b1 = min(b0 + r, B)
         Qc = torch.sum(P_t[:, b0:b1], 0, out=q[:b1 - b0])              # (r, D)  Q = sum_i P_t[i]
@@ -80,24 +85,38 @@ def fused_pass(student, P_t, student_temp, grad=None):
             v1 = min(v0 + nv, S)
             ko = max(0, min(k, v1) - v0)                               # views v < T in v0:v1
             x = student[v0:v1, b0:b1]                                  # (nv, r, D)  s[v, b]
-            x_flat = x.reshape(v1 - v0, -1)                            # (nv, r D), a view if s contiguous
-            torch.mv(x_flat, Qc.view(-1), out=dot_Q[j, v0:v1])         # sum_b <Q[b], s[v, b]>
-            for v in range(v0, v0 + ko):                               # sum_b <P_t[v, b], s[v, b]>
-                torch.dot(x_flat[v - v0], P_t[v, b0:b1].reshape(-1), out=dot_own[j, v])  # (bmm: slow)
-            m = torch.amax(x, -1, out=row_max[v0:v1, b0:b1])           # (nv, r)  m = max_d s
+            mx = torch.amax(x, -1, out=row_max[v0:v1, b0:b1])          # (nv, r)  max_d s
             zc = z[:x.numel()].view(x.shape)                           # (nv, r, D)
-            torch.add(m[..., None] * -inv_tau, x, alpha=inv_tau, out=zc)  # (s - m) / tau
-            se = torch.sum(zc.exp_(), -1, out=sum_exp[v0:v1, b0:b1])   # (nv, r)  sum_d exp((s - m) / tau)
+            torch.sub(x, mx[..., None], out=zc).mul_(inv_tau)          # z = (s - max) / tau <= 0 (max: 0)
+            z_flat = zc.view(v1 - v0, -1)                              # (nv, r D)
+            torch.mv(z_flat, Qc.view(-1), out=dot_Q[j, v0:v1])         # sum_b <Q[b], z[v, b]>
+            for v in range(v0, v0 + ko):                               # sum_b <P_t[v, b], z[v, b]>
+                torch.dot(z_flat[v - v0], P_t[v, b0:b1].reshape(-1), out=dot_own[j, v])  # (bmm: slow)
+            se = torch.sum(zc.exp_(), -1, out=sum_exp[v0:v1, b0:b1])   # (nv, r)  sum_d exp(z) >= 1
             if grad is not None:
                 g = grad[v0:v1, b0:b1]                                 # (nv, r, D), written once
-                # (c_v P_s - Q) / (n B tau),  P_s = exp((s - m) / tau) / sum_exp
-                torch.addcmul(nQc, zc, (cg[v0:v1, None] / se)[..., None], out=g)
-                if ko:                                                 # W = Q - P_t[v]: + P_t[v]
+                # (n_v P_s - Q) / (n B tau),  P_s = exp(z) / sum_exp
+                torch.addcmul(nQc, zc, (n_v_g[v0:v1, None] / se)[..., None], out=g)
+                if ko:                                                 # Q_v = Q - P_t[v]: + P_t[v]
                     g[:ko].add_(P_t[v0:v0 + ko, b0:b1], alpha=g_scale)
-    lse = row_max * inv_tau + sum_exp.log_()                           # (S, B)  lse(s / tau)
-    # sum_v sum_b c_v lse[v, b] - <W[v, b], s[v, b]> / tau,  with W[v] = Q - P_t[v] (v < T)
-    total = (c[:, None] * lse).sum() - (dot_Q.sum() - dot_own.sum()) * inv_tau
-    return total / (n * B)
+    # sum_v sum_b n_v log(sum_exp[v, b]) - <Q_v[b], z[v, b]>,  Q_v = Q - P_t[v] (v < T): both
+    # terms are >= 0 (sum_exp >= 1, z <= 0), so nothing cancels; the difference of the two dot
+    # sums can round a hair below zero when the loss is ~0, and a cross-entropy is never negative
+    total = (n_v[:, None] * sum_exp.log_()).sum() - (dot_Q.sum() - dot_own.sum())
+    return total.clamp_(min=0.0) / (n * B)
+
+
+def dino_cross_entropy_grad(P_t, student, student_temp):
+    """ dL/ds = (n_v softmax(s / tau) - Q_v) / (n B tau) with autograd operations, so that it is
+    itself differentiable (double backward); (S, B, D) """
+    T, B, D = P_t.shape
+    S = student.shape[0]
+    k = min(T, S)
+    n_v = pair_counts(T, S, student.device, student.dtype)            # (S,)
+    Q = P_t.sum(0, keepdim=True)                                       # (1, B, D)
+    Q_v = torch.cat([Q - P_t[:k], Q.expand(S - k, B, D)])              # (S, B, D)  sum_{i != v} P_t[i]
+    P_s = torch.softmax(student / student_temp, dim=-1)                # (S, B, D)
+    return (n_v[:, None, None] * P_s - Q_v) / ((T * S - k) * B * student_temp)
 
 
 class DINOCrossEntropy(torch.autograd.Function):
@@ -114,6 +133,9 @@ class DINOCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         grad, ctx.grad = ctx.grad, None
+        if torch.is_grad_enabled():  # create_graph=True: a gradient that autograd can differentiate
+            student, P_t = ctx.saved_tensors
+            return grad_out * dino_cross_entropy_grad(P_t, student, ctx.student_temp), None, None
         if grad is None:  # a second backward through this graph: the same pass again
             student, P_t = ctx.saved_tensors
             grad = torch.empty(student.shape, dtype=student.dtype, device=student.device)
@@ -121,9 +143,20 @@ class DINOCrossEntropy(torch.autograd.Function):
         return grad.mul_(grad_out), None, None                        # chain rule, in place
 
 
+def needs_autograd_form(student):
+    """ True under a functorch transform (torch.func.grad, vmap, jvp, ...) or when the student is a
+    forward-mode dual tensor: the fused pass writes into buffers (out=), which neither supports """
+    if torch._C._are_functorch_transforms_active():  # the check torch.autograd.Function.apply makes
+        return True
+    return torch.autograd.forward_ad.unpack_dual(student).tangent is not None
+
+
 def dino_cross_entropy(P_t, student, student_temp):
     """ the fused loss; P_t (T, B, D) is treated as a constant, student (S, B, D) """
     P_t, student_temp = P_t.detach(), float(student_temp)
+    if needs_autograd_form(student):
+        from .loss import dino_cross_entropy_reference  # (loss.py imports this module)
+        return dino_cross_entropy_reference(P_t, student, student_temp)
     if torch.is_grad_enabled() and student.requires_grad:
         return DINOCrossEntropy.apply(student, P_t, student_temp)
     return fused_pass(student, P_t, student_temp)                     # no gradient: loss only

@@ -11,8 +11,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .common import check_epoch, check_hyperparameters, check_views, num_pairs, teacher_temperature
-from .fused import dino_cross_entropy
+from .common import (as_number, check_epoch, check_hyperparameters, check_views, num_pairs,
+                     teacher_temperature)
+from .fused import dino_cross_entropy, needs_autograd_form
 
 __all__ = ["DINOLoss", "teacher_targets", "dino_cross_entropy_reference", "dino_cross_entropy",
            "teacher_entropy", "compute_dtype", "global_batch_mean"]
@@ -62,6 +63,7 @@ class DINOLoss(nn.Module):
     loss_fn(teacher_out, student_out, epoch=None, update_center=True) -> 0-dim tensor
         teacher_out (T, B, D), student_out (S, B, D), or lists of (B, D) views.
     The loss uses the center from before the call; the center update follows it.
+    The center stays float32 (or float64) when the module is cast to half or bfloat16.
     backend: "auto" (Triton kernels for CUDA tensors when triton imports, except float64;
     the eager path otherwise), "eager", or "triton" (`dino_ref/triton_kernels.py`).
     """
@@ -70,6 +72,10 @@ class DINOLoss(nn.Module):
                  warmup_teacher_temp_epochs=30, student_temp=0.1, center_momentum=0.9,
                  backend="auto"):
         super().__init__()
+        # 0-dim tensors and NumPy scalars (as nidl accepts) become Python numbers, once
+        output_dim, warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs, student_temp, \
+            center_momentum = map(as_number, (output_dim, warmup_teacher_temp, teacher_temp,
+                                              warmup_teacher_temp_epochs, student_temp, center_momentum))
         check_hyperparameters(output_dim, warmup_teacher_temp, teacher_temp,
                               warmup_teacher_temp_epochs, student_temp, center_momentum)
         self.backend = check_backend(backend)
@@ -80,6 +86,10 @@ class DINOLoss(nn.Module):
         self.student_temp = float(student_temp)
         self.center_momentum = float(center_momentum)
         self.register_buffer("center", torch.zeros(1, 1, output_dim))  # c, (1, 1, D)
+        # tau_t of each warmup epoch, as nidl.losses.DINOLoss exposes it (float32, W entries); the
+        # loss itself computes tau_t in Python float arithmetic (teacher_temperature)
+        self.teacher_temp_schedule = torch.linspace(self.warmup_teacher_temp, self.teacher_temp,
+                                                    warmup_teacher_temp_epochs)
 
     def extra_repr(self):
         return (f"output_dim={self.output_dim}, warmup_teacher_temp={self.warmup_teacher_temp}, "
@@ -99,6 +109,7 @@ class DINOLoss(nn.Module):
             raise ValueError(f"teacher_out must be (n_globals, B, {self.output_dim}), "
                              f"got {tuple(teacher.shape)}")
         check_epoch(epoch)
+        self._check_center_device(teacher)
         dtype = compute_dtype(teacher)
         return teacher_targets(teacher.to(dtype), self.center.to(dtype), self.teacher_temperature(epoch))
 
@@ -109,6 +120,7 @@ class DINOLoss(nn.Module):
         check_epoch(epoch)
         if teacher.device != student.device:
             raise ValueError(f"teacher_out is on {teacher.device} but student_out on {student.device}")
+        self._check_center_device(teacher)
         dtype = compute_dtype(teacher, student)
         tau_t = self.teacher_temperature(epoch)
         if use_triton(self.backend, student, dtype):                 # teacher, loss, center: 3 kernels
@@ -136,17 +148,40 @@ class DINOLoss(nn.Module):
         if teacher.ndim != 3 or teacher.shape[1] < 1 or teacher.shape[2] != self.output_dim:
             raise ValueError(f"teacher_out must be (n_globals, B >= 1, {self.output_dim}), "
                              f"got {tuple(teacher.shape)}")
+        self._check_center_device(teacher)
         self._update_center(teacher)
 
     @torch.no_grad()
     def _update_center(self, teacher):
-        dtype = compute_dtype(teacher)
+        dtype = compute_dtype(teacher, self.center)                   # at least the center's precision
         mean = global_batch_mean(teacher.detach().to(dtype))         # (1, 1, D)
         m = self.center_momentum
         new = m * self.center.to(dtype) + (1.0 - m) * mean
         # a non-finite batch (an fp16 overflow step) leaves c as it was, per dimension,
         # decided on the device: no host synchronisation
         self.center.copy_(torch.where(torch.isfinite(mean), new, self.center.to(dtype)))
+
+    def _check_center_device(self, teacher):
+        if self.center.device != teacher.device:
+            raise ValueError(f"the center is on {self.center.device} but teacher_out on "
+                             f"{teacher.device}: call loss_fn.to(\"{teacher.device}\") once, as for a model")
+
+    def _apply(self, fn, recurse=True):
+        """ .to(), .cuda(), .half(), ...: the center moves with the module, but a cast to half or
+        bfloat16 leaves it in its float32/float64 (a moving average with momentum 0.999 stalls in
+        8 or 11 mantissa bits: (1 - m) x vanishes next to c) """
+        center = self.center
+        super()._apply(fn, recurse)
+        if self.center.dtype not in (torch.float32, torch.float64):
+            self.center = center.to(self.center.device)               # the new device, the old dtype
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """ also loads a facebookresearch/dino checkpoint, whose center is (1, D) """
+        center = state_dict.get(prefix + "center")
+        if isinstance(center, torch.Tensor) and center.ndim == 2 and center.shape[0] == 1:
+            state_dict[prefix + "center"] = center.reshape(1, 1, -1)  # (1, D) -> (1, 1, D)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 @torch.no_grad()
@@ -194,8 +229,9 @@ _TRITON = None
 
 def use_triton(backend, student, dtype):
     """ the backend rule: "auto" takes Triton for CUDA tensors below float64 when triton
-    imports; "triton" runs on CUDA, or on CPU tensors under Triton's interpreter only """
-    if backend == "eager":
+    imports; "triton" runs on CUDA, or on CPU tensors under Triton's interpreter only; under a
+    functorch transform or forward-mode AD both take the eager (readable autograd) form """
+    if backend == "eager" or needs_autograd_form(student):  # torch.func / forward-mode AD: eager
         return False
     if backend == "auto":
         return student.is_cuda and dtype != torch.float64 and triton_available()
@@ -210,6 +246,10 @@ def _as_views(x, name):
     if isinstance(x, (list, tuple)):
         if len(x) == 0:
             raise ValueError(f"{name} is an empty list: give at least one (B, D) view")
+        kinds = sorted({type(v).__name__ for v in x if not isinstance(v, torch.Tensor)})
+        if kinds:
+            raise ValueError(f"{name} must be a list of torch.Tensor views, got {', '.join(kinds)} "
+                             "(convert with torch.as_tensor)")
         shapes = [tuple(v.shape) for v in x]
         if any(s != shapes[0] for s in shapes):
             raise ValueError(f"the views of {name} differ in shape: {shapes}")

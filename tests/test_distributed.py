@@ -1,13 +1,23 @@
-"""The center under torch.distributed: two gloo processes on loopback with uneven shards."""
+"""torch.distributed: two gloo processes on loopback with uneven shards, against one process.
+
+The ranks run in a child process in its own session (`process_group.run_in_own_session`): on a
+timeout the whole group is killed, and no worker may outlive the test.
+"""
+import contextlib
+import sys
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from process_group import run_in_own_session
 
 from dino_ref import DINOLoss
 
 SHARDS = [(0, 3), (3, 10)]  # rank 0 holds 3 rows, rank 1 holds 7: a last batch without drop_last
+DDP_SHARDS = [(0, 5), (5, 8)]                     # a global batch of B = 8 rows as 5 + 3
+DDP_MICRO = [[(0, 3), (3, 5)], [(5, 7), (7, 8)]]  # each shard as two micro-batches (no_sync)
+B_DDP = 8
 
 
 def global_batch(step):
@@ -16,27 +26,81 @@ def global_batch(step):
     return teacher.double(), torch.randn(6, 10, 16, generator=gen).double()
 
 
+def ddp_batch(step):
+    """ teacher logits (2, 8, 16) from a fixed map, student inputs (6, 8, 4) for a linear model """
+    gen = torch.Generator().manual_seed(100 + step)
+    x = torch.randn(6, B_DDP, 4, generator=gen).double()              # 2 global + 4 local crops
+    w_teacher = torch.randn(4, 16, generator=gen).double()
+    return 2.0 + x[:2] @ w_teacher, x
+
+
+def student_model():
+    """ the same fixed weights in every process """
+    model = torch.nn.Linear(4, 16).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.linspace(-1, 1, p.numel(), dtype=p.dtype).reshape(p.shape))
+    return model
+
+
+def _center_run(rank):
+    loss_fn = DINOLoss(16, warmup_teacher_temp_epochs=3).double()
+    a, b = SHARDS[rank]
+    losses = []
+    for step in range(3):
+        teacher, student = global_batch(step)
+        losses.append(loss_fn(teacher[:, a:b], student[:, a:b], epoch=step))
+    return {"losses": torch.stack(losses), "center": loss_fn.center}
+
+
+def _ddp_run(rank, world_size, micro, exact):
+    """ two steps of DDP on uneven shards; each rank's (micro-batch) loss weighted by
+    b * world / B (exact) or by 1 / n_micro (the naive recipe); the gradients of each step """
+    from torch.nn.parallel import DistributedDataParallel
+    model = DistributedDataParallel(student_model())
+    loss_fn = DINOLoss(16).double()
+    pieces = DDP_MICRO[rank] if micro else [DDP_SHARDS[rank]]
+    grads = []
+    for step in range(2):
+        teacher, x = ddp_batch(step)
+        model.zero_grad()
+        for j, (a, b) in enumerate(pieces):
+            weight = (b - a) * world_size / B_DDP if exact else 1 / len(pieces)
+            last = j == len(pieces) - 1
+            with contextlib.nullcontext() if last else model.no_sync():  # sync on the last one only
+                loss = loss_fn(teacher[:, a:b], model(x[:, a:b]), epoch=1, update_center=False)
+                (loss * weight).backward()
+        loss_fn.update_center(torch.cat([teacher[:, a:b] for a, b in pieces], dim=1))
+        grads.append([p.grad.clone() for p in model.parameters()])
+    return {"grads": grads, "center": loss_fn.center}
+
+
 def _rank_main(rank, world_size, init_file, out_file):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         torch.set_num_threads(1)
-        loss_fn = DINOLoss(16, warmup_teacher_temp_epochs=3).double()
-        a, b = SHARDS[rank]
-        losses = []
-        for step in range(3):
-            teacher, student = global_batch(step)
-            losses.append(loss_fn(teacher[:, a:b], student[:, a:b], epoch=step))
-        torch.save({"losses": torch.stack(losses), "center": loss_fn.center}, f"{out_file}.{rank}")
+        out = {"center_run": _center_run(rank)}
+        for micro in [False, True]:
+            for exact in [True, False]:
+                out[micro, exact] = _ddp_run(rank, world_size, micro, exact)
+        torch.save(out, f"{out_file}.{rank}")
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
-def test_two_ranks_with_uneven_shards_match_one_process(tmp_path):
-    init_file, out_file = tmp_path / "init", tmp_path / "out"
-    mp.spawn(_rank_main, args=(2, str(init_file), str(out_file)), nprocs=2, join=True)
-    results = [torch.load(f"{out_file}.{rank}") for rank in range(2)]
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """ run both ranks once (in a child process of their own session) and load their results """
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    tmp = tmp_path_factory.mktemp("ranks")
+    out = run_in_own_session([sys.executable, __file__, str(tmp)], timeout=300, cwd=str(tmp))
+    assert out.returncode == 0, out.stderr
+    return [torch.load(tmp / f"out.{rank}") for rank in range(2)]
 
+
+def test_two_ranks_with_uneven_shards_match_one_process(two_ranks):
+    results = [r["center_run"] for r in two_ranks]
     single = DINOLoss(16, warmup_teacher_temp_epochs=3).double()
     mean_of_means = DINOLoss(16, warmup_teacher_temp_epochs=3).double()  # what nidl/lightly do
     for step in range(3):
@@ -55,3 +119,46 @@ def test_two_ranks_with_uneven_shards_match_one_process(tmp_path):
         torch.testing.assert_close(results[rank]["center"], single.center, rtol=1e-12, atol=1e-14)
     # and the mean of per-rank means would have been measurably wrong here
     assert (mean_of_means.center - single.center).abs().max() > 1e-3
+
+
+def one_process_grads():
+    """ the gradient of the mean loss over all B rows, in one process, for the two DDP steps """
+    model, loss_fn = student_model(), DINOLoss(16).double()
+    grads = []
+    for step in range(2):
+        teacher, x = ddp_batch(step)
+        model.zero_grad()
+        loss_fn(teacher, model(x), epoch=1).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    return grads, loss_fn.center
+
+
+@pytest.mark.parametrize("micro", [False, True], ids=["one_backward", "no_sync_micro_batches"])
+def test_ddp_gradient_with_uneven_shards_equals_one_process(two_ranks, micro):
+    """ each rank's loss (or micro-batch loss) times b * world / B: DDP's average of the rank
+    gradients is then the one-process gradient of the whole batch """
+    expected, center = one_process_grads()
+    for rank in range(2):
+        run = two_ranks[rank][micro, True]
+        for step in range(2):
+            for g, e in zip(run["grads"][step], expected[step], strict=True):
+                torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-13)
+        torch.testing.assert_close(run["center"], center, rtol=1e-12, atol=1e-14)
+    # the naive weights (1 per rank, 1 / n_micro per micro-batch) are measurably off here
+    naive = two_ranks[0][micro, False]["grads"][0][0]
+    assert (naive - expected[0][0]).norm() > 0.05 * expected[0][0].norm()
+
+
+def test_a_leftover_process_fails_the_run_and_is_killed():
+    leak = [sys.executable, "-c", "import subprocess as sp; sp.Popen(['sleep', '60'], stdout=sp.DEVNULL, "
+            "stderr=sp.DEVNULL)"]                                      # an orphan that does not hold the pipes
+    with pytest.raises(AssertionError, match="left processes"):
+        run_in_own_session(leak, timeout=60, grace=1)
+    hang = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with pytest.raises(AssertionError, match="ran past"):
+        run_in_own_session(hang, timeout=1)
+
+
+if __name__ == "__main__":                                            # the ranks, for two_ranks
+    out_dir = sys.argv[1]
+    mp.spawn(_rank_main, args=(2, f"{out_dir}/init", f"{out_dir}/out"), nprocs=2, join=True)

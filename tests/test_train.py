@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from process_group import run_in_own_session
 
 from dino_ref.train import Config, parse_args, train
 
@@ -72,11 +73,12 @@ def test_two_gloo_processes_match_one(tmp_path):
                           "--metrics-json", str(tmp_path / "one.json"), "--save", str(tmp_path / "one.pt")],
                          capture_output=True, text=True, env=_env(), timeout=300)
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
-                          "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-                          "--master-port", str(_free_port()), "-m", "dino_ref.train", *steps,
-                          "--metrics-json", str(tmp_path / "two.json"), "--save", str(tmp_path / "two.pt")],
-                         capture_output=True, text=True, env=_env(), timeout=300)
+    # its own session: on a timeout the whole group dies, and no worker may outlive the run
+    two = run_in_own_session([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
+                              "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+                              "--master-port", str(_free_port()), "-m", "dino_ref.train", *steps,
+                              "--metrics-json", str(tmp_path / "two.json"), "--save", str(tmp_path / "two.pt")],
+                             env=_env(), timeout=300)
     assert two.returncode == 0, two.stderr
     h1 = json.loads((tmp_path / "one.json").read_text())
     h2 = json.loads((tmp_path / "two.json").read_text())

@@ -269,12 +269,13 @@ def summary(metrics):
 
 def plot_curves(metrics, path):
     """ PNG with h(P_t), KL and the loss against steps, and the k-NN accuracy """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a bare Figure, not pyplot: nothing global changes, so a notebook that calls this keeps its
+    # inline backend (matplotlib.use("Agg") here made its later plt.show() show nothing)
+    from matplotlib.figure import Figure
     hist, f = metrics["history"], metrics["final"]
     steps = [r["step"] for r in hist]
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = Figure(figsize=(13, 3.6))
+    ax1, ax2, ax3 = fig.subplots(1, 3)
     ax1.plot(steps, [r["teacher_entropy"] for r in hist], label="h(P_t)")
     ax1.plot(steps, [r["loss"] for r in hist], label="loss = h + KL", alpha=0.7)
     ax1.axhline(f["log_K"], color="grey", ls="--", lw=1, label="log K (uniform)")
@@ -291,7 +292,6 @@ def plot_curves(metrics, path):
     ax3.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def parse_args(argv=None):

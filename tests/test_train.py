@@ -66,6 +66,23 @@ def test_cli_smoke_writes_json_and_plot(tmp_path):
     assert png.stat().st_size > 1000
 
 
+
+def test_plot_curves_keeps_the_callers_matplotlib_backend(tmp_path):
+    """ a notebook that saves the curves keeps its inline backend (its later figures still show) """
+    import matplotlib
+    from dino_ref.train import plot_curves
+    hist = [{"step": s, "teacher_entropy": 1.0, "loss": 1.5, "kl": 0.5, "knn_accuracy": 0.3} for s in (1, 2)]
+    final = {"log_K": 2.0, "knn_accuracy_random_init": 0.2, "chance": 0.1}
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # any backend other than Agg stands for the notebook's inline one
+    try:
+        plot_curves({"history": hist, "final": final}, tmp_path / "c.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 def test_two_gloo_processes_match_one(tmp_path):
     steps = ["--steps", "3", "--no-progress", *TINY_FLAGS]

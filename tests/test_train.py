@@ -118,8 +118,11 @@ def test_every_flag_has_help_and_shows_its_default():
         assert a.help and "%(default)s" in a.help, a.dest
     text = parser.format_help()
     assert "(default: 0.996)" in text and "(default: cnn)" in text
-    for key in PRESETS["fig7"]:                                       # --preset says what it sets
-        assert f"--{key.replace('_', '-')}" in parser._option_string_actions["--preset"].help
+    preset_help = parser._option_string_actions["--preset"].help
+    for key, value in PRESETS["fig7"].items():                        # --preset says what it sets
+        flag = key.replace("_", "-")
+        assert (f"--{flag} {value}" if not isinstance(value, bool)
+                else f"--{flag}" if value else f"--no-{flag}") in preset_help
 
 
 def test_batch_entropy_tells_the_collapses_from_a_healthy_batch():

@@ -32,16 +32,21 @@ def command(run, seed):
             "--no-progress", "--metrics-json", str(path)]
 
 
-def run_one(run, seed, keep_every=10):
+def run_one(run, seed):
+    load_before = os.getloadavg()[0]
+    subprocess.run([sys.executable, "-m", "dino_ref.train", *command(run, seed)], check=True)
+    finish(run, seed, load_before)
+
+
+def finish(run, seed, load_before, keep_every=10):
+    """ add the command and the load to a run's metrics file, thin its history, print a line """
     argv = command(run, seed)
-    load_before = os.getloadavg()
-    subprocess.run([sys.executable, "-m", "dino_ref.train", *argv], check=True)
     path = Path(argv[-1])
     m = json.loads(path.read_text())
-    m["history"] = [r for r in m["history"]
+    m["history"] = [r for r in m["history"]                           # idempotent
                     if r["step"] % keep_every == 0 or "knn_accuracy" in r or r["step"] == 1]
     m["command"] = argv
-    m["load_average_1min"] = [round(load_before[0], 1), round(os.getloadavg()[0], 1)]
+    m["load_average_1min"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     path.write_text(json.dumps(m, indent=None, separators=(",", ":")) + "\n")
     f = m["final"]
     print(f"{run:14s} seed {seed}: h {f['teacher_entropy'] / f['log_K']:.3f} log K, "
@@ -57,10 +62,14 @@ def main():
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS),
                         help="(default: all three)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (default: %(default)s)")
+    parser.add_argument("--skip", nargs="*", default=[], metavar="RUN:SEED",
+                        help="runs not to start, e.g. no_sharpening:0 (default: none)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    todo = [(run, seed) for seed in args.seeds for run in args.runs
+            if f"{run}:{seed}" not in args.skip]
     with ThreadPoolExecutor(args.jobs) as pool:
-        for future in [pool.submit(run_one, run, seed) for seed in args.seeds for run in args.runs]:
+        for future in [pool.submit(run_one, run, seed) for run, seed in todo]:
             future.result()
 
 

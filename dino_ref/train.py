@@ -2,11 +2,12 @@
 
 The student sees 2 global + N local crops, the teacher (an EMA of the student) only the 2 global
 ones; `dino_ref.DINOLoss` makes the student's output distribution match the teacher's centred,
-sharpened one. We log the loss = h(P_t) + KL(P_t || P_s) split into its two parts and the k-NN
-accuracy of the teacher backbone. The collapse demos of the paper (Sec. 5.3) are flag choices:
-no centering `--center-momentum 1.0`, no sharpening `--teacher-temp 0.1
---warmup-teacher-temp 0.1 --student-temp 0.1`, each with `--no-head-bn`: BatchNorm in the head
-is a batch-wise centering of its own and would hide the first collapse.
+sharpened one. We log the loss = h(P_t) + KL(P_t || P_s) split into its two parts, the batch
+entropy h(P_bar_t) (entropy of the batch-mean target) and the k-NN accuracy of the teacher
+backbone. The paper's collapse study (Sec. 5.3, Fig. 7) is `--preset fig7` (a tiny ViT whose head
+has no BatchNorm: BatchNorm in the head is a batch-wise centering of its own and would hide the
+first collapse) and two flag choices after it: no centering `--center-momentum 1.0`, no
+sharpening `--teacher-temp 0.1 --warmup-teacher-temp 0.1` (tau_t = tau_s).
 
 Under `torchrun --nproc-per-node 2 -m dino_ref.train` every rank builds the same global batch
 and crops (same seed) and trains on its half; DDP averages the gradients and the loss

@@ -1,4 +1,4 @@
-"""The networks of a tiny DINO: a small CNN backbone, the DINO projection head, the
+"""The networks of a tiny DINO: a small CNN or ViT backbone, the DINO projection head, the
 multi-crop wrapper that runs both crop sizes, and the exponential-moving-average teacher.
 
 The backbone uses GroupNorm: a sample's features depend on that sample only. The head's MLP has
@@ -6,6 +6,12 @@ BatchNorm, as in the paper's ResNet-50 recipe (`use_bn_in_head`); without it thi
 to the uniform collapse within its 3 minutes (h(P_t) -> log K, k-NN below the random network).
 Its statistics are those of the whole global batch, all ranks together (`GlobalBatchNorm1d`), so
 splitting a batch between processes changes nothing.
+
+The ViT (`--backbone vit`, used by `--preset fig7`) is the paper's architecture in miniature:
+patch embedding, a CLS token, learned position embeddings (interpolated for the smaller local
+crops), pre-norm transformer blocks, a final LayerNorm; the feature is the CLS token's. With it
+the head has no BatchNorm, as in the paper's ViT head, so the loss's center is the only
+batch-wise centering.
 """
 
 import copy
@@ -41,6 +47,72 @@ class ConvBackbone(nn.Module):
     def forward(self, x):                                             # (N, 3, H, W) in [0, 1]
         x = self.features((x - MEAN) / STD)                           # (N, C, H / 4, W / 4)
         return self.norm(x.mean(dim=(2, 3)))                          # (N, C) global pooling
+
+
+class Block(nn.Module):
+    """ pre-norm transformer block: x + MHSA(LN(x)), then x + MLP(LN(x)) """
+
+    def __init__(self, dim, heads, mlp_ratio=2):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.heads = heads
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(),
+                                 nn.Linear(mlp_ratio * dim, dim))
+
+    def attention(self, x):                                           # (N, L, dim)
+        N, L, dim = x.shape
+        q, k, v = self.qkv(x).view(N, L, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v)                   # (N, heads, L, dim / heads)
+        return self.proj(y.transpose(1, 2).reshape(N, L, dim))
+
+    def forward(self, x):                                             # (N, L, dim)
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViTBackbone(nn.Module):
+    """ a tiny vision transformer: any input size divisible by the patch size -> the CLS feature """
+
+    def __init__(self, image_size=32, patch_size=4, dim=64, depth=4, heads=4, mlp_ratio=2):
+        super().__init__()
+        if image_size % patch_size or dim % heads:
+            raise ValueError(f"image_size {image_size} must be a multiple of patch_size "
+                             f"{patch_size} and dim {dim} of heads {heads}")
+        self.patch_size, self.grid = patch_size, image_size // patch_size
+        self.patch_embed = nn.Conv2d(3, dim, patch_size, stride=patch_size)  # linear, per patch
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid ** 2, dim))
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.embed_dim = dim
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def position_embedding(self, grid):
+        """ (1, 1 + grid^2, dim): the learned grid, bicubically resized for other crop sizes """
+        if grid == self.grid:
+            return self.pos_embed
+        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        dim = patch_pos.shape[-1]
+        patch_pos = patch_pos.reshape(1, self.grid, self.grid, dim).permute(0, 3, 1, 2)
+        patch_pos = F.interpolate(patch_pos, size=(grid, grid), mode="bicubic", align_corners=False)
+        return torch.cat([cls_pos, patch_pos.permute(0, 2, 3, 1).reshape(1, grid * grid, dim)], 1)
+
+    def forward(self, x):                                             # (N, 3, H, W) in [0, 1]
+        if x.shape[-1] % self.patch_size or x.shape[-2] != x.shape[-1]:
+            raise ValueError(f"ViT input must be square with a side divisible by the patch size "
+                             f"{self.patch_size}, got {tuple(x.shape)}")
+        tokens = self.patch_embed((x - MEAN) / STD).flatten(2).transpose(1, 2)  # (N, L, dim)
+        cls = self.cls_token.expand(len(tokens), -1, -1)              # (N, 1, dim)
+        x = torch.cat([cls, tokens], 1) + self.position_embedding(x.shape[-1] // self.patch_size)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x[:, 0])                                     # (N, dim) the CLS token
 
 
 class GlobalBatchNorm1d(nn.BatchNorm1d):
@@ -122,9 +194,16 @@ class MultiCropNet(nn.Module):
         return self.head(feats)                                       # (V, B, K)
 
 
-def make_student(out_dim, widths=(32, 64, 128), hidden_dim=256, bottleneck_dim=64, head_bn=True):
-    """ a freshly initialised student network """
-    backbone = ConvBackbone(widths)
+def make_student(out_dim, widths=(32, 64, 128), hidden_dim=256, bottleneck_dim=64, head_bn=True,
+                 backbone="cnn", vit=None):
+    """ a freshly initialised student network; backbone "cnn" (widths) or "vit" (vit: ViTBackbone
+    keyword arguments) """
+    if backbone == "cnn":
+        backbone = ConvBackbone(widths)
+    elif backbone == "vit":
+        backbone = ViTBackbone(**(vit or {}))
+    else:
+        raise ValueError(f"backbone must be 'cnn' or 'vit', got {backbone!r}")
     head = DINOHead(backbone.embed_dim, out_dim, hidden_dim, bottleneck_dim, use_bn=head_bn)
     return MultiCropNet(backbone, head)
 

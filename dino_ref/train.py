@@ -2,11 +2,12 @@
 
 The student sees 2 global + N local crops, the teacher (an EMA of the student) only the 2 global
 ones; `dino_ref.DINOLoss` makes the student's output distribution match the teacher's centred,
-sharpened one. We log the loss = h(P_t) + KL(P_t || P_s) split into its two parts and the k-NN
-accuracy of the teacher backbone. The collapse demos of the paper (Sec. 5.3) are flag choices:
-no centering `--center-momentum 1.0`, no sharpening `--teacher-temp 0.1
---warmup-teacher-temp 0.1 --student-temp 0.1`, each with `--no-head-bn`: BatchNorm in the head
-is a batch-wise centering of its own and would hide the first collapse.
+sharpened one. We log the loss = h(P_t) + KL(P_t || P_s) split into its two parts, the batch
+entropy h(P_bar_t) (entropy of the batch-mean target) and the k-NN accuracy of the teacher
+backbone. The paper's collapse study (Sec. 5.3, Fig. 7) is `--preset fig7` (a tiny ViT whose head
+has no BatchNorm: BatchNorm in the head is a batch-wise centering of its own and would hide the
+first collapse) and two flag choices after it: no centering `--center-momentum 1.0`, no
+sharpening `--teacher-temp 0.1 --warmup-teacher-temp 0.1` (tau_t = tau_s).
 
 Under `torchrun --nproc-per-node 2 -m dino_ref.train` every rank builds the same global batch
 and crops (same seed) and trains on its half; DDP averages the gradients and the loss
@@ -28,51 +29,89 @@ from tqdm.std import tqdm
 
 from .data import NUM_CLASSES, make_splits
 from .knn import knn_accuracy
-from .loss import DINOLoss, teacher_entropy
+from .loss import DINOLoss, global_batch_mean, teacher_entropy
 from .models import ema_update, make_student, make_teacher
 from .multicrop import multicrop
+
+
+def _field(default, help):
+    """ a Config field with its --help text """
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclass
 class Config:
     """ everything a run depends on; the CLI flags are these fields """
-    epochs: int = 30                      # passes over the train split
-    steps: int | None = None              # if set, stop after this many steps (short runs)
-    batch_size: int = 64                  # global batch, split between ranks
-    local_crops: int = 6                  # N local crops per image (plus 2 global)
-    global_size: int = 32
-    local_size: int = 16
-    global_scale: tuple = (0.4, 1.0)
-    local_scale: tuple = (0.05, 0.4)
-    out_dim: int = 1024                   # K, the number of prototypes
-    widths: tuple = (16, 32, 64)          # backbone channels per stage
-    hidden_dim: int = 256
-    bottleneck_dim: int = 64
-    head_bn: bool = True                  # BatchNorm in the head MLP (a second, batch-wise centering)
-    teacher_temp: float = 0.07
-    warmup_teacher_temp: float = 0.04
-    warmup_teacher_temp_epochs: int = 10
-    student_temp: float = 0.1
-    center_momentum: float = 0.9
-    momentum_teacher: float = 0.996       # EMA momentum, cosine schedule to 1
-    lr: float = 1e-3                      # peak learning rate (AdamW), for the whole batch
-    min_lr: float = 1e-5
-    warmup_epochs: int = 3                # linear LR warmup
-    weight_decay: float = 0.04            # cosine schedule to weight_decay_end
-    weight_decay_end: float = 0.4
-    clip_grad: float = 3.0                # per-parameter gradient norm clip (0: off)
-    freeze_last_layer: int = 1            # epochs with the head's last layer frozen
-    train_per_class: int = 200            # images per class in the train split
-    test_per_class: int = 50
-    knn_k: int = 20
-    knn_every: int = 5                    # epochs between k-NN evaluations
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = None            # torch threads per process (default: cores / processes)
-    plot: str | None = None               # PNG of the curves
-    metrics_json: str | None = None
-    save: str | None = None               # checkpoint: student, teacher, center, config
-    progress: bool = True                 # tqdm bar and summary
+    epochs: int = _field(30, "passes over the train split")
+    steps: int | None = _field(None, "if set, stop after this many steps (short runs)")
+    batch_size: int = _field(64, "global batch, split between ranks")
+    local_crops: int = _field(6, "N local crops per image (plus 2 global)")
+    global_size: int = _field(32, "side of the global crops (pixels)")
+    local_size: int = _field(16, "side of the local crops (pixels)")
+    global_scale: tuple = _field((0.4, 1.0), "area fraction range of the global crops")
+    local_scale: tuple = _field((0.05, 0.4), "area fraction range of the local crops")
+    out_dim: int = _field(1024, "K, the number of prototypes (the head's output dimension)")
+    backbone: str = _field("cnn", "cnn (GroupNorm CNN) or vit (tiny vision transformer)")
+    widths: tuple = _field((16, 32, 64), "CNN backbone: channels per stage")
+    patch_size: int = _field(4, "ViT backbone: patch side (pixels)")
+    vit_dim: int = _field(64, "ViT backbone: token width")
+    vit_depth: int = _field(4, "ViT backbone: number of transformer blocks")
+    vit_heads: int = _field(4, "ViT backbone: attention heads per block")
+    hidden_dim: int = _field(256, "head: hidden width of the MLP")
+    bottleneck_dim: int = _field(64, "head: bottleneck width (L2-normalised)")
+    head_bn: bool = _field(True, "BatchNorm in the head MLP (a second, batch-wise centering)")
+    teacher_temp: float = _field(0.07, "tau_final, the teacher temperature after the warmup")
+    warmup_teacher_temp: float = _field(0.04, "tau_warm, the teacher temperature at epoch 0")
+    warmup_teacher_temp_epochs: int = _field(10, "W, epochs of the teacher-temperature ramp")
+    student_temp: float = _field(0.1, "tau_s, the student temperature")
+    center_momentum: float = _field(0.9, "m, the center's momentum (1.0: no centering)")
+    momentum_teacher: float = _field(0.996, "lambda, the EMA momentum at step 0 (cosine to 1)")
+    lr: float = _field(1e-3, "peak learning rate (AdamW), for the whole batch")
+    min_lr: float = _field(1e-5, "learning rate at the end of the cosine decay")
+    warmup_epochs: int = _field(3, "epochs of linear LR warmup")
+    weight_decay: float = _field(0.04, "weight decay at step 0 (cosine to --weight-decay-end)")
+    weight_decay_end: float = _field(0.4, "weight decay at the last step")
+    clip_grad: float = _field(3.0, "per-parameter gradient norm clip (0: off)")
+    freeze_last_layer: int = _field(1, "epochs with the head's last layer frozen")
+    train_per_class: int = _field(200, "images per class in the train split")
+    test_per_class: int = _field(50, "images per class in the test split")
+    knn_k: int = _field(20, "k of the k-NN evaluation")
+    knn_every: int = _field(5, "epochs between k-NN evaluations")
+    seed: int = _field(0, "seed of the data, the crops and the initialisation")
+    device: str = _field("cpu", "torch device (cpu, cuda, ...)")
+    threads: int | None = _field(None, "torch threads per process (None: cores / processes)")
+    plot: str | None = _field(None, "write a PNG of the curves here")
+    metrics_json: str | None = _field(None, "write the metrics (final, history, config) here")
+    save: str | None = _field(None, "checkpoint: student, teacher, dino_loss (center), config")
+    progress: bool = _field(True, "progress bar and summary")
+
+
+# named starting points for the CLI (`--preset NAME`); flags given with it still apply
+PRESETS = {
+    # the paper's Fig. 7 with one network: a ViT (patch 8: 16 tokens per global crop) whose head
+    # has no BatchNorm, and the original code's ViT default tau_t = 0.04 constant (the 0.04 -> 0.07
+    # ramp drifts to the uniform end in this short run; README, "the collapse study")
+    "fig7": dict(backbone="vit", head_bn=False, patch_size=8, teacher_temp=0.04,
+                 warmup_teacher_temp=0.04, epochs=20),
+}
+
+
+def preset(name, **overrides):
+    """ the Config of `--preset name`, with overrides (what `--preset name --flag value` gives) """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    return Config(**{**PRESETS[name], **overrides})
+
+
+def batch_entropy(P_t):
+    """ h(P_bar_t): entropy of the teacher distribution averaged over all rows (of all ranks)
+
+    ~0 when every image puts its mass on the same dimension, ~log K when the batch spreads
+    over all dimensions (both for uniform rows and for sharp rows on different dimensions)
+    """
+    with torch.no_grad():
+        P_bar = global_batch_mean(P_t).flatten()                      # (K,)
+        return -torch.special.xlogy(P_bar, P_bar).sum()
 
 
 def cosine_schedule(base, final, total_steps, warmup_steps=0, start=0.0):
@@ -144,8 +183,10 @@ def train(config=None, **overrides):
     gen = torch.Generator().manual_seed(config.seed + 1)             # batches and crops
 
     # networks: the teacher starts equal to the student and follows it by EMA
-    student = make_student(config.out_dim, config.widths, config.hidden_dim,
-                           config.bottleneck_dim, config.head_bn).to(device)
+    vit = dict(image_size=config.global_size, patch_size=config.patch_size, dim=config.vit_dim,
+               depth=config.vit_depth, heads=config.vit_heads)
+    student = make_student(config.out_dim, config.widths, config.hidden_dim, config.bottleneck_dim,
+                           config.head_bn, config.backbone, vit).to(device)
     teacher = make_teacher(student)
     student_ddp = student
     if world > 1:
@@ -191,6 +232,7 @@ def train(config=None, **overrides):
         student_out = student_ddp(globals_, locals_)                 # (2 + N, b, K) all crops
         P_t = loss_fn.teacher_probs(teacher_out, epoch)              # the targets the loss will use
         h = teacher_entropy(P_t)                                     # h(P_t)
+        h_batch = batch_entropy(P_t)                                 # h(P_bar_t)
         loss = loss_fn(teacher_out, student_out, epoch)              # = h(P_t) + KL(P_t || P_s)
 
         optimizer.zero_grad(set_to_none=True)
@@ -202,13 +244,14 @@ def train(config=None, **overrides):
         optimizer.step()
         ema_update(teacher, student, momentum_at[step])
 
-        stats = torch.stack([loss.detach(), h]).float()              # rank means of equal shards
+        stats = torch.stack([loss.detach(), h, h_batch]).float()     # rank means of equal shards
         if world > 1:
             dist.all_reduce(stats)
             stats /= world
-        loss_v, h_v = stats.tolist()
+        loss_v, h_v, hb_v = stats.tolist()
         record = {"step": step + 1, "epoch": (step + 1) / steps_per_epoch, "loss": loss_v,
-                  "teacher_entropy": h_v, "kl": loss_v - h_v, "lr": lr_at[step],
+                  "teacher_entropy": h_v, "batch_entropy": hb_v, "kl": loss_v - h_v,
+                  "lr": lr_at[step],
                   "momentum": momentum_at[step], "teacher_temp": loss_fn.teacher_temperature(epoch)}
         if step + 1 in knn_steps and rank == 0:
             record["knn_accuracy"] = evaluate()
@@ -221,7 +264,8 @@ def train(config=None, **overrides):
 
     last = history[-min(steps_per_epoch, len(history)):]             # the final epoch, averaged
     mean = lambda key: sum(r[key] for r in last) / len(last)         # noqa: E731
-    final = {"loss": mean("loss"), "teacher_entropy": mean("teacher_entropy"), "kl": mean("kl"),
+    final = {"loss": mean("loss"), "teacher_entropy": mean("teacher_entropy"),
+             "batch_entropy": mean("batch_entropy"), "kl": mean("kl"),
              "knn_accuracy": _last_knn(history, knn_random_init),
              "knn_accuracy_random_init": knn_random_init, "chance": 1.0 / NUM_CLASSES,
              "log_K": math.log(config.out_dim), "out_dim": config.out_dim,
@@ -262,6 +306,8 @@ def summary(metrics):
         f"on {f['world_size']} process(es)",
         f"  teacher entropy h(P_t) = {f['teacher_entropy']:.3f}  "
         f"({f['teacher_entropy'] / f['log_K']:.2f} log K, log K = {f['log_K']:.3f})",
+        f"  batch entropy h(P_bar) = {f['batch_entropy']:.3f}  "
+        f"({f['batch_entropy'] / f['log_K']:.2f} log K)",
         f"  KL(P_t || P_s)         = {f['kl']:.4f}   loss = h + KL = {f['loss']:.3f}",
         f"  k-NN accuracy          = {f['knn_accuracy']:.3f}  "
         f"(random init {f['knn_accuracy_random_init']:.3f}, chance {f['chance']:.3f})"])
@@ -294,23 +340,53 @@ def plot_curves(metrics, path):
     fig.savefig(path, dpi=80)
 
 
-def parse_args(argv=None):
-    """ a Config from the command line: every field is a --flag """
+def _flag_text(key, value):
+    """ how a Config value is given on the command line: --head-bn / --no-head-bn, --k v """
+    flag = key.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {value}"
+
+
+def _preset_help():
+    return "; ".join(f"{name}: " + " ".join(_flag_text(k, v) for k, v in sets.items())
+                     for name, sets in PRESETS.items())
+
+
+def make_parser():
+    """ the argparse parser: --preset, then one --flag per Config field, each with help and default """
     parser = argparse.ArgumentParser(prog="python -m dino_ref.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="start from a named setting; every other flag given still applies. "
+                        f"Sets {_preset_help()} (default: %(default)s)")
     defaults = Config()
     for f in dataclasses.fields(Config):
         flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
+        text = f.metadata["help"] + " (default: %(default)s)"
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            action = parser.add_argument(flag, action=argparse.BooleanOptionalAction,
+                                         default=default, help=text)
         elif isinstance(default, tuple):
-            parser.add_argument(flag, type=type(default[0]), nargs=len(default) if f.name.endswith(
-                "scale") else "+", default=default, metavar="X")
+            action = parser.add_argument(flag, type=type(default[0]), nargs=len(default) if f.name.endswith(
+                "scale") else "+", default=default, metavar="X", help=text)
         else:
             kind = {"steps": int, "threads": int}.get(f.name, type(default) if default is not None else str)
-            parser.add_argument(flag, type=kind, default=default)
-    args = parser.parse_args(argv)
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()}
+            action = parser.add_argument(flag, type=kind, default=default, help=text)
+        if action.help.count("default") > 1:                          # argparse added its own
+            action.help = f.metadata["help"] + " (default: %(default)s)"
+    return parser
+
+
+def parse_args(argv=None):
+    """ a Config from the command line: every field is a --flag; --preset sets new defaults """
+    parser = make_parser()
+    known, _ = parser.parse_known_args(argv)
+    if known.preset is not None:
+        parser.set_defaults(**PRESETS[known.preset])
+    args = vars(parser.parse_args(argv))
+    args.pop("preset")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
     return Config(**values)
 
 

@@ -1,11 +1,13 @@
 """Backbone, DINO head, EMA teacher, and the loss = h + KL identity on network outputs."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from dino_ref import DINOLoss
 from dino_ref.loss import teacher_entropy
-from dino_ref.models import DINOHead, WeightNormLinear, ema_update, make_student, make_teacher
+from dino_ref.models import (DINOHead, ViTBackbone, WeightNormLinear, ema_update, make_student,
+                             make_teacher)
 from dino_ref.train import cosine_schedule
 
 
@@ -75,3 +77,38 @@ def test_cosine_schedule_ends():
     assert sched[0] == 0.0 and abs(sched[5] - 1.0) < 1e-12
     assert abs(sched[-1] - 0.1) < 0.02 and len(sched) == 20
     assert all(a >= b for a, b in zip(sched[5:], sched[6:]))
+
+
+def test_vit_backbone_shapes_and_both_crop_sizes():
+    torch.manual_seed(0)
+    vit = ViTBackbone(image_size=32, patch_size=8, dim=16, depth=2, heads=2)
+    assert vit(torch.rand(5, 3, 32, 32)).shape == (5, 16)
+    assert vit(torch.rand(5, 3, 16, 16)).shape == (5, 16)             # interpolated positions
+    assert vit.position_embedding(4) is vit.pos_embed                 # the native grid as learned
+    assert vit.position_embedding(2).shape == (1, 1 + 2 * 2, 16)
+    net = make_student(out_dim=50, hidden_dim=32, bottleneck_dim=8, head_bn=False, backbone="vit",
+                       vit=dict(image_size=32, patch_size=8, dim=16, depth=2, heads=2))
+    out = net(torch.rand(2, 3, 3, 32, 32), torch.rand(4, 3, 3, 16, 16))
+    assert out.shape == (6, 3, 50)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in net.head.modules())
+
+
+def test_vit_feature_is_the_cls_token_of_each_image_alone():
+    torch.manual_seed(0)
+    vit = ViTBackbone(image_size=16, patch_size=4, dim=16, depth=2, heads=4).eval()
+    x = torch.rand(3, 3, 16, 16)
+    both = vit(x)
+    assert torch.allclose(both[1:2], vit(x[1:2]), atol=1e-5)          # no mixing across the batch
+    y = x.clone()
+    y[:, :, :4, :4] = torch.rand(3, 3, 4, 4)                          # change one patch
+    assert not torch.allclose(vit(y), both)                           # the CLS token attends to it
+
+
+def test_vit_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="patch_size"):
+        ViTBackbone(image_size=30, patch_size=4)
+    vit = ViTBackbone(image_size=32, patch_size=8, dim=16, depth=1, heads=2)
+    with pytest.raises(ValueError, match="divisible"):
+        vit(torch.rand(1, 3, 20, 20))
+    with pytest.raises(ValueError, match="backbone"):
+        make_student(10, backbone="resnet")

@@ -1,16 +1,20 @@
 """The trainer: CLI smoke run, determinism, and 2 gloo processes against 1 process."""
 
+import dataclasses
 import json
+import math
 import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from process_group import run_in_own_session
 
-from dino_ref.train import Config, parse_args, train
+from dino_ref.loss import teacher_entropy
+from dino_ref.train import PRESETS, Config, batch_entropy, make_parser, parse_args, preset, train
 
 TINY = dict(widths=(8, 16, 16), hidden_dim=32, bottleneck_dim=16, out_dim=64, train_per_class=8,
             test_per_class=4, batch_size=16, local_crops=2, knn_every=1, progress=False)
@@ -109,3 +113,77 @@ def test_two_gloo_processes_match_one(tmp_path):
     assert c1["dino_loss"]["center"].abs().max() > 0
     for k, v in c1["teacher"].items():
         assert torch.allclose(v, c2["teacher"][k], atol=1e-4), k
+
+
+def test_preset_sets_its_fields_and_later_flags_still_apply():
+    c = parse_args(["--preset", "fig7"])
+    assert c == preset("fig7")
+    for key, value in PRESETS["fig7"].items():
+        assert getattr(c, key) == value, key
+    assert c.backbone == "vit" and c.head_bn is False and c.student_temp == 0.1
+    later = parse_args(["--preset", "fig7", "--center-momentum", "1.0", "--seed", "2"])
+    assert later == dataclasses.replace(c, center_momentum=1.0, seed=2)
+    if "teacher_temp" in PRESETS["fig7"]:                             # a flag can undo the preset
+        assert parse_args(["--preset", "fig7", "--teacher-temp", "0.1"]).teacher_temp == 0.1
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("nope")
+
+
+def test_every_flag_has_help_and_shows_its_default():
+    parser = make_parser()
+    flags = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert {a.dest for a in flags} == {f.name for f in dataclasses.fields(Config)} | {"preset"}
+    for a in flags:
+        assert a.help and "%(default)s" in a.help, a.dest
+    text = parser.format_help()
+    assert "(default: 0.996)" in text and "(default: cnn)" in text
+    preset_help = parser._option_string_actions["--preset"].help
+    for key, value in PRESETS["fig7"].items():                        # --preset says what it sets
+        flag = key.replace("_", "-")
+        assert (f"--{flag} {value}" if not isinstance(value, bool)
+                else f"--{flag}" if value else f"--no-{flag}") in preset_help
+
+
+def test_batch_entropy_tells_the_collapses_from_a_healthy_batch():
+    T, B, K = 2, 8, 16
+    one_dim = torch.zeros(T, B, K)
+    one_dim[..., 3] = 1.0                                             # every row the same one-hot
+    spread = torch.zeros(T, B, K)
+    spread[:, torch.arange(B), torch.arange(B)] = 1.0                 # each image its own dimension
+    uniform = torch.full((T, B, K), 1.0 / K)
+    for P, h, h_batch in [(one_dim, 0.0, 0.0), (spread, 0.0, math.log(B)),
+                          (uniform, math.log(K), math.log(K))]:
+        assert abs(teacher_entropy(P).item() - h) < 1e-6
+        assert abs(batch_entropy(P).item() - h_batch) < 1e-6
+    P = torch.softmax(torch.randn(T, B, K), -1)
+    assert batch_entropy(P) >= teacher_entropy(P)                     # entropy is concave
+
+
+def test_history_records_batch_entropy():
+    m = train(steps=2, **TINY)
+    for r in m["history"]:
+        assert 0.0 <= r["teacher_entropy"] <= r["batch_entropy"] + 1e-6 <= m["final"]["log_K"] + 1e-5
+    assert "batch_entropy" in m["final"]
+
+
+def test_fig7_preset_runs_a_vit_without_head_batchnorm(tmp_path):
+    m = train(preset("fig7", steps=2, **TINY, vit_dim=16, vit_depth=1, vit_heads=2,
+                     save=str(tmp_path / "c.pt")))
+    assert m["config"]["backbone"] == "vit" and len(m["history"]) == 2
+    state = torch.load(tmp_path / "c.pt")["student"]
+    assert any(k.startswith("backbone.blocks.") for k in state)
+    assert not any("running_mean" in k for k in state)                # no BatchNorm anywhere
+
+
+RESULTS = sorted((Path(__file__).parent.parent / "notebooks" / "results").glob("fig7_*.json"))
+
+
+@pytest.mark.parametrize("path", RESULTS, ids=[p.stem for p in RESULTS])
+def test_committed_metrics_come_from_their_printed_command(path):
+    m = json.loads(path.read_text())
+    argv = m["command"]                                               # python -m dino_ref.train ARGV
+    assert argv[:2] == ["--preset", "fig7"]
+    expected = dataclasses.asdict(parse_args(argv))
+    as_json = json.loads(json.dumps(expected))                        # tuples -> lists, as stored
+    assert m["config"] == as_json
+    assert Path(m["config"]["metrics_json"]).name == path.name

@@ -1,52 +1,73 @@
-"""Run a multi-process command so that nothing outlives the test: its own session (process
-group); on timeout the whole group is killed; afterwards no member of the group may remain."""
+"""Run a multi-process command so that nothing outlives the test. The command runs in its own
+session, and every process it starts inherits a marker in its environment (torchrun starts each
+worker in a session of its own, so the process group alone misses them). On timeout, and after
+the run, every live process of the group or with the marker is killed, and a leftover fails."""
 import os
 import signal
 import subprocess
 import time
+import uuid
+
+MARKER = "DINO_REF_TEST_RUN"
 
 
-def live_members(pgid):
-    """ pids of the processes in group pgid that are not zombies (Linux /proc; else a probe) """
-    if os.path.isdir("/proc/self"):
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
+def leftovers(pgid, token):
+    """ pids, not zombies, in process group pgid or whose environment carries the token (Linux
+    /proc; elsewhere a probe of the group only) """
+    if not os.path.isdir("/proc/self"):
+        try:
+            os.killpg(pgid, 0)
+            return [pgid]
+        except ProcessLookupError:
+            return []
+    needle = f"{MARKER}={token}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()            # after "pid (comm)"
+            if fields[0] == "Z":
                 continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()        # after "pid (comm)"
-            except OSError:                                            # gone meanwhile
-                continue
-            state, pgrp = fields[0], int(fields[2])
-            if pgrp == pgid and state != "Z":
+            if int(fields[2]) == pgid:
                 pids.append(int(entry))
-        return pids
-    try:
-        os.killpg(pgid, 0)
-        return [pgid]
-    except ProcessLookupError:
-        return []
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    pids.append(int(entry))
+        except OSError:                                                # gone, or not ours
+            continue
+    return pids
 
 
-def run_in_own_session(cmd, timeout, grace=15, **kwargs):
-    """ subprocess.run(cmd) in a new session; kill its process group on timeout, and raise if
-    any process of the group (a worker, a resource tracker) is still alive `grace` s after it """
+def _kill(pids):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run_in_own_session(cmd, timeout, grace=15, env=None, **kwargs):
+    """ subprocess.run(cmd) in a new session; on timeout kill everything it started, and raise
+    if any of its processes is still alive `grace` s after it ended """
+    token = uuid.uuid4().hex
+    env = dict(os.environ if env is None else env, **{MARKER: token})
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+                            stderr=subprocess.PIPE, text=True, env=env, **kwargs)
     pgid = proc.pid                                                    # the session leader's group
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(pgid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise AssertionError(f"{cmd} ran past {timeout} s; its process group was killed\n{err[-3000:]}")
+        _kill(leftovers(pgid, token))                                  # workers hold the pipes too
+        out, err = proc.communicate(timeout=60)
+        raise AssertionError(f"{cmd} ran past {timeout} s; its processes were killed\n{err[-3000:]}")
     finally:
         deadline = time.monotonic() + grace
-        while live_members(pgid) and time.monotonic() < deadline:
+        while leftovers(pgid, token) and time.monotonic() < deadline:
             time.sleep(0.1)
-        left = live_members(pgid)
-        if left:
-            os.killpg(pgid, signal.SIGKILL)
+        left = leftovers(pgid, token)
+        _kill(left)
     assert not left, f"{cmd} left processes {left} behind (killed now)"
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

@@ -5,6 +5,7 @@ timeout the whole group is killed, and no worker may outlive the test.
 """
 import contextlib
 import sys
+import time
 
 import pytest
 import torch
@@ -157,6 +158,13 @@ def test_a_leftover_process_fails_the_run_and_is_killed():
     hang = [sys.executable, "-c", "import time; time.sleep(60)"]
     with pytest.raises(AssertionError, match="ran past"):
         run_in_own_session(hang, timeout=1)
+    # a worker in a session of its own (as torchrun starts them) that holds the pipes and hangs
+    detached = [sys.executable, "-c", "import subprocess, time; subprocess.Popen(['sleep', '60'], "
+                "start_new_session=True); time.sleep(60)"]
+    start = time.monotonic()
+    with pytest.raises(AssertionError, match="ran past"):
+        run_in_own_session(detached, timeout=2)
+    assert time.monotonic() - start < 30
 
 
 if __name__ == "__main__":                                            # the ranks, for two_ranks

@@ -74,8 +74,12 @@ class Block(nn.Module):
 class ViTBackbone(nn.Module):
     """ a tiny vision transformer: any input size divisible by the patch size -> the CLS feature """
 
-    def __init__(self, image_size=32, patch_size=4, dim=64, depth=4, heads=4, mlp_ratio=2):
+    def __init__(self, image_size=32, patch_size=4, dim=64, depth=4, heads=4, mlp_ratio=2,
+                 pool="cls"):
         super().__init__()
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        self.pool = pool
         if image_size % patch_size or dim % heads:
             raise ValueError(f"image_size {image_size} must be a multiple of patch_size "
                              f"{patch_size} and dim {dim} of heads {heads}")
@@ -112,6 +116,8 @@ class ViTBackbone(nn.Module):
         x = torch.cat([cls, tokens], 1) + self.position_embedding(x.shape[-1] // self.patch_size)
         for block in self.blocks:
             x = block(x)
+        if self.pool == "mean":                                       # the patch tokens' mean
+            return self.norm(x[:, 1:].mean(dim=1))                    # (N, dim)
         return self.norm(x[:, 0])                                     # (N, dim) the CLS token
 
 
@@ -195,7 +201,7 @@ class MultiCropNet(nn.Module):
 
 
 def make_student(out_dim, widths=(32, 64, 128), hidden_dim=256, bottleneck_dim=64, head_bn=True,
-                 backbone="cnn", vit=None):
+                 backbone="cnn", vit=None, head_layers=3):
     """ a freshly initialised student network; backbone "cnn" (widths) or "vit" (vit: ViTBackbone
     keyword arguments) """
     if backbone == "cnn":
@@ -204,7 +210,8 @@ def make_student(out_dim, widths=(32, 64, 128), hidden_dim=256, bottleneck_dim=6
         backbone = ViTBackbone(**(vit or {}))
     else:
         raise ValueError(f"backbone must be 'cnn' or 'vit', got {backbone!r}")
-    head = DINOHead(backbone.embed_dim, out_dim, hidden_dim, bottleneck_dim, use_bn=head_bn)
+    head = DINOHead(backbone.embed_dim, out_dim, hidden_dim, bottleneck_dim, head_layers,
+                    use_bn=head_bn)
     return MultiCropNet(backbone, head)
 
 

@@ -160,7 +160,8 @@ class WeightNormLinear(nn.Module):
 class DINOHead(nn.Module):
     """ MLP -> bottleneck -> L2-normalise -> weight-normalised last layer to K = out_dim logits """
 
-    def __init__(self, in_dim, out_dim, hidden_dim=256, bottleneck_dim=64, n_layers=3, use_bn=True):
+    def __init__(self, in_dim, out_dim, hidden_dim=256, bottleneck_dim=64, n_layers=3, use_bn=True,
+                 init_std=0.02):
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (n_layers - 1) + [bottleneck_dim]
         layers = []
@@ -173,7 +174,7 @@ class DINOHead(nn.Module):
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim)
         for m in self.mlp:
             if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.trunc_normal_(m.weight, std=init_std)
                 nn.init.zeros_(m.bias)
 
     def forward(self, x):                                             # (..., in_dim)
@@ -201,7 +202,7 @@ class MultiCropNet(nn.Module):
 
 
 def make_student(out_dim, widths=(32, 64, 128), hidden_dim=256, bottleneck_dim=64, head_bn=True,
-                 backbone="cnn", vit=None, head_layers=3):
+                 backbone="cnn", vit=None, head_layers=3, head_init_std=0.02):
     """ a freshly initialised student network; backbone "cnn" (widths) or "vit" (vit: ViTBackbone
     keyword arguments) """
     if backbone == "cnn":
@@ -211,7 +212,7 @@ def make_student(out_dim, widths=(32, 64, 128), hidden_dim=256, bottleneck_dim=6
     else:
         raise ValueError(f"backbone must be 'cnn' or 'vit', got {backbone!r}")
     head = DINOHead(backbone.embed_dim, out_dim, hidden_dim, bottleneck_dim, head_layers,
-                    use_bn=head_bn)
+                    use_bn=head_bn, init_std=head_init_std)
     return MultiCropNet(backbone, head)
 
 

@@ -137,3 +137,17 @@ def test_head_layers_counts_the_linear_layers(n_layers):
     linears = [m for m in net.head.mlp if isinstance(m, torch.nn.Linear)]
     assert len(linears) == n_layers and linears[-1].out_features == 6
     assert net(torch.rand(2, 3, 3, 16, 16)).shape == (2, 3, 32)
+
+
+def test_head_init_std_scales_the_mlp_weights_and_keeps_the_default_init():
+    torch.manual_seed(0)
+    default = make_student(32, widths=(4, 64), hidden_dim=256, bottleneck_dim=64, head_bn=False)
+    torch.manual_seed(0)
+    same = make_student(32, widths=(4, 64), hidden_dim=256, bottleneck_dim=64, head_bn=False,
+                        head_init_std=0.02)
+    for a, b in zip(default.parameters(), same.parameters()):
+        assert torch.equal(a, b)                                      # 0.02 is the default
+    wide = make_student(32, widths=(4, 64), hidden_dim=256, bottleneck_dim=64, head_bn=False,
+                        head_init_std=0.2)
+    std = wide.head.mlp[2].weight.std().item()                       # (256, 256) weights
+    assert 0.19 < std < 0.21                                          # 65536 draws of N(0, 0.2^2)

@@ -74,8 +74,12 @@ class Block(nn.Module):
 class ViTBackbone(nn.Module):
     """ a tiny vision transformer: any input size divisible by the patch size -> the CLS feature """
 
-    def __init__(self, image_size=32, patch_size=4, dim=64, depth=4, heads=4, mlp_ratio=2):
+    def __init__(self, image_size=32, patch_size=4, dim=64, depth=4, heads=4, mlp_ratio=2,
+                 pool="cls"):
         super().__init__()
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        self.pool = pool
         if image_size % patch_size or dim % heads:
             raise ValueError(f"image_size {image_size} must be a multiple of patch_size "
                              f"{patch_size} and dim {dim} of heads {heads}")
@@ -112,6 +116,8 @@ class ViTBackbone(nn.Module):
         x = torch.cat([cls, tokens], 1) + self.position_embedding(x.shape[-1] // self.patch_size)
         for block in self.blocks:
             x = block(x)
+        if self.pool == "mean":                                       # the patch tokens' mean
+            return self.norm(x[:, 1:].mean(dim=1))                    # (N, dim)
         return self.norm(x[:, 0])                                     # (N, dim) the CLS token
 
 
@@ -154,7 +160,8 @@ class WeightNormLinear(nn.Module):
 class DINOHead(nn.Module):
     """ MLP -> bottleneck -> L2-normalise -> weight-normalised last layer to K = out_dim logits """
 
-    def __init__(self, in_dim, out_dim, hidden_dim=256, bottleneck_dim=64, n_layers=3, use_bn=True):
+    def __init__(self, in_dim, out_dim, hidden_dim=256, bottleneck_dim=64, n_layers=3, use_bn=True,
+                 init_std=0.02):
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (n_layers - 1) + [bottleneck_dim]
         layers = []
@@ -167,7 +174,7 @@ class DINOHead(nn.Module):
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim)
         for m in self.mlp:
             if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.trunc_normal_(m.weight, std=init_std)
                 nn.init.zeros_(m.bias)
 
     def forward(self, x):                                             # (..., in_dim)
@@ -195,7 +202,7 @@ class MultiCropNet(nn.Module):
 
 
 def make_student(out_dim, widths=(32, 64, 128), hidden_dim=256, bottleneck_dim=64, head_bn=True,
-                 backbone="cnn", vit=None):
+                 backbone="cnn", vit=None, head_layers=3, head_init_std=0.02):
     """ a freshly initialised student network; backbone "cnn" (widths) or "vit" (vit: ViTBackbone
     keyword arguments) """
     if backbone == "cnn":
@@ -204,7 +211,8 @@ def make_student(out_dim, widths=(32, 64, 128), hidden_dim=256, bottleneck_dim=6
         backbone = ViTBackbone(**(vit or {}))
     else:
         raise ValueError(f"backbone must be 'cnn' or 'vit', got {backbone!r}")
-    head = DINOHead(backbone.embed_dim, out_dim, hidden_dim, bottleneck_dim, use_bn=head_bn)
+    head = DINOHead(backbone.embed_dim, out_dim, hidden_dim, bottleneck_dim, head_layers,
+                    use_bn=head_bn, init_std=head_init_std)
     return MultiCropNet(backbone, head)
 
 

@@ -57,8 +57,11 @@ class Config:
     vit_dim: int = _field(64, "ViT backbone: token width")
     vit_depth: int = _field(4, "ViT backbone: number of transformer blocks")
     vit_heads: int = _field(4, "ViT backbone: attention heads per block")
+    vit_pool: str = _field("cls", "ViT backbone: feature = cls token or mean of the patch tokens")
     hidden_dim: int = _field(256, "head: hidden width of the MLP")
     bottleneck_dim: int = _field(64, "head: bottleneck width (L2-normalised)")
+    head_layers: int = _field(3, "head: linear layers of the MLP (1: straight to the bottleneck)")
+    head_init_std: float = _field(0.02, "head: std of the MLP weights at init (truncated normal)")
     head_bn: bool = _field(True, "BatchNorm in the head MLP (a second, batch-wise centering)")
     teacher_temp: float = _field(0.07, "tau_final, the teacher temperature after the warmup")
     warmup_teacher_temp: float = _field(0.04, "tau_warm, the teacher temperature at epoch 0")
@@ -184,9 +187,10 @@ def train(config=None, **overrides):
 
     # networks: the teacher starts equal to the student and follows it by EMA
     vit = dict(image_size=config.global_size, patch_size=config.patch_size, dim=config.vit_dim,
-               depth=config.vit_depth, heads=config.vit_heads)
+               depth=config.vit_depth, heads=config.vit_heads, pool=config.vit_pool)
     student = make_student(config.out_dim, config.widths, config.hidden_dim, config.bottleneck_dim,
-                           config.head_bn, config.backbone, vit).to(device)
+                           config.head_bn, config.backbone, vit, config.head_layers,
+                           config.head_init_std).to(device)
     teacher = make_teacher(student)
     student_ddp = student
     if world > 1:

@@ -112,3 +112,42 @@ def test_vit_rejects_bad_sizes():
         vit(torch.rand(1, 3, 20, 20))
     with pytest.raises(ValueError, match="backbone"):
         make_student(10, backbone="resnet")
+
+
+def test_vit_mean_pool_is_the_normed_mean_of_the_patch_tokens_and_cls_the_default():
+    torch.manual_seed(0)
+    cls_net = ViTBackbone(image_size=16, patch_size=4, dim=16, depth=1, heads=2)
+    mean_net = ViTBackbone(image_size=16, patch_size=4, dim=16, depth=1, heads=2, pool="mean")
+    mean_net.load_state_dict(cls_net.state_dict())
+    x = torch.rand(3, 3, 16, 16)
+    tokens = {}
+    cls_net.blocks[-1].register_forward_hook(lambda m, i, out: tokens.setdefault("x", out))
+    f_cls = cls_net(x)                                               # (3, 16)
+    assert torch.allclose(f_cls, cls_net.norm(tokens["x"][:, 0]))
+    assert torch.allclose(mean_net(x), cls_net.norm(tokens["x"][:, 1:].mean(1)), atol=1e-6)
+    assert not torch.allclose(mean_net(x), f_cls)
+    with pytest.raises(ValueError, match="pool"):
+        ViTBackbone(pool="max")
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+def test_head_layers_counts_the_linear_layers(n_layers):
+    net = make_student(32, widths=(4, 8), hidden_dim=12, bottleneck_dim=6, head_bn=False,
+                       head_layers=n_layers)
+    linears = [m for m in net.head.mlp if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == n_layers and linears[-1].out_features == 6
+    assert net(torch.rand(2, 3, 3, 16, 16)).shape == (2, 3, 32)
+
+
+def test_head_init_std_scales_the_mlp_weights_and_keeps_the_default_init():
+    torch.manual_seed(0)
+    default = make_student(32, widths=(4, 64), hidden_dim=256, bottleneck_dim=64, head_bn=False)
+    torch.manual_seed(0)
+    same = make_student(32, widths=(4, 64), hidden_dim=256, bottleneck_dim=64, head_bn=False,
+                        head_init_std=0.02)
+    for a, b in zip(default.parameters(), same.parameters()):
+        assert torch.equal(a, b)                                      # 0.02 is the default
+    wide = make_student(32, widths=(4, 64), hidden_dim=256, bottleneck_dim=64, head_bn=False,
+                        head_init_std=0.2)
+    std = wide.head.mlp[2].weight.std().item()                       # (256, 256) weights
+    assert 0.19 < std < 0.21                                          # 65536 draws of N(0, 0.2^2)

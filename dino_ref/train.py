@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -290,7 +291,11 @@ def train(config=None, **overrides):
         if show:
             print(summary(metrics))
     if started:
-        dist.destroy_process_group()
+        # Every rank has finished its collectives. The group that train() started is left for
+        # main() to end with the process: tearing a gloo group down can deadlock (its destructor
+        # joins a worker thread that still waits for the GIL to drop a tensor, while holding the
+        # GIL itself; seen with torch 2.13 on loaded CPUs, one rank hanging after training).
+        dist.barrier()
     return metrics
 
 
@@ -397,6 +402,10 @@ def parse_args(argv=None):
 def main(argv=None):
     """ the command line entry point """
     train(parse_args(argv))
+    if dist.is_initialized():  # started by train() under torchrun: end without tearing it down
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 
+from make_student_notebooks import find  # noqa: E402  (tools/ is on sys.path when run as a script)
+
 NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 MAX_BYTES = 1_000_000
@@ -36,20 +38,6 @@ class CurrentEnvSpecs(KernelSpecManager):
     def get_kernel_spec(self, kernel_name):
         return self.kernel_spec_class(resource_dir=ipykernel.kernelspec.RESOURCES,
                                       **ipykernel.kernelspec.get_kernel_dict())
-
-
-def find(names):
-    """ notebook paths for names given as a stem, a file name or a path; all when none given """
-    if not names:
-        return sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
-    paths = []
-    for name in names:
-        stem = pathlib.Path(name).name.removesuffix(".ipynb")
-        path = NOTEBOOKS / f"{stem}.ipynb"
-        if not path.exists():
-            sys.exit(f"no notebook {path.name} in notebooks/")
-        paths.append(path)
-    return paths
 
 
 def merge_streams(outputs):
@@ -119,7 +107,11 @@ def main():
     # kernels inherit it: torch threads that spin-wait are 5x slower on shared cores (notebooks/conftest.py)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     failed = False
-    for path in find(args.names):
+    try:
+        paths = find(args.names)
+    except FileNotFoundError as e:
+        sys.exit(str(e))
+    for path in paths:
         seconds, size, (cell, cell_seconds) = execute(path, args.timeout)
         flag = "" if size <= MAX_BYTES else "  (over 1 MB!)"
         if cell_seconds > MAX_CELL_SECONDS:

@@ -155,15 +155,10 @@ def _teacher_kernel(t_ptr, c_ptr, stats_ptr, colsum_ptr, n_rows, D, rows_per_gro
 
 
 @triton.jit
-def _student_stats_kernel(s_ptr, t_ptr, c_ptr, tstats_ptr, part_ptr, T, S, B, D, n_dblk, n_blk,
-                          inv_tau_t_hi, inv_tau_t_lo, inv_tau_s_hi, inv_tau_s_lo,
-                          TP: tl.constexpr, NDB: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
-    """ per (b, D block k), for every view v: m_k = max s, e_k = Σ exp((s − m_k)/τ),
-    a_k = ⟨W, s − m_k⟩, w_k = Σ W over the block (identities 3, 4); the teacher part, Q and P_t,
-    is computed once per block and serves all S views (identities 1, 2) """
-    inv_tau_t = _scalar(inv_tau_t_hi, inv_tau_t_lo, ACC)
-    inv_tau_s = _scalar(inv_tau_s_hi, inv_tau_s_lo, ACC)                # 1 / τ
-    pid = tl.program_id(0)
+def _teacher_block(t_ptr, c_ptr, tstats_ptr, pid, n_blk, T, B, D, n_dblk, inv_tau_t,
+                   TP: tl.constexpr, NDB: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    """ the program's batch row b and D block k (offsets, mask), the teacher view indices i, and
+    P_t[i, b, block] (identity 1): the teacher part shared by the statistics and gradient kernels """
     k = pid % n_blk
     b = pid // n_blk
     offs = k * BLOCK + tl.arange(0, BLOCK)
@@ -173,6 +168,20 @@ def _student_stats_kernel(s_ptr, t_ptr, c_ptr, tstats_ptr, part_ptr, T, S, B, D,
     M_t, inv_L_t = _teacher_row_stats(tstats_ptr, i * B + b, T * B, n_dblk, i_mask, NDB)
     c = tl.load(c_ptr + offs, mask=mask, other=0.0).to(ACC)
     P = _teacher_probs(t_ptr, c, b, B, D, offs, mask, i, i_mask, M_t, inv_L_t, inv_tau_t, ACC)
+    return b, k, offs, mask, i, P
+
+
+@triton.jit
+def _student_stats_kernel(s_ptr, t_ptr, c_ptr, tstats_ptr, part_ptr, T, S, B, D, n_dblk, n_blk,
+                          inv_tau_t_hi, inv_tau_t_lo, inv_tau_s_hi, inv_tau_s_lo,
+                          TP: tl.constexpr, NDB: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    """ per (b, D block k), for every view v: m_k = max s, e_k = Σ exp((s − m_k)/τ),
+    a_k = ⟨W, s − m_k⟩, w_k = Σ W over the block (identities 3, 4); the teacher part, Q and P_t,
+    is computed once per block and serves all S views (identities 1, 2) """
+    inv_tau_t = _scalar(inv_tau_t_hi, inv_tau_t_lo, ACC)
+    inv_tau_s = _scalar(inv_tau_s_hi, inv_tau_s_lo, ACC)                # 1 / τ
+    b, k, offs, mask, i, P = _teacher_block(t_ptr, c_ptr, tstats_ptr, tl.program_id(0), n_blk, T, B, D,
+                                         n_dblk, inv_tau_t, TP, NDB, BLOCK, ACC)
     Q = tl.sum(P, 0)                                                     # Q = Σ_i P_t[i]   [BLOCK]
     n_part = S * B * n_blk
     s_ptrs = s_ptr + b.to(tl.int64) * D + offs                           # s[0, b, offs]
@@ -252,16 +261,8 @@ def _student_grad_kernel(s_ptr, g_ptr, t_ptr, c_ptr, tstats_ptr, rowstat_ptr, go
     inv_tau_t = _scalar(inv_tau_t_hi, inv_tau_t_lo, ACC)
     inv_tau_s = _scalar(inv_tau_s_hi, inv_tau_s_lo, ACC)
     gs = tl.load(gout_ptr).to(ACC) * _scalar(g_scale_hi, g_scale_lo, ACC)   # dL / (n B τ)
-    pid = tl.program_id(0)
-    k = pid % n_blk
-    b = pid // n_blk
-    offs = k * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < D
-    i = tl.arange(0, TP)
-    i_mask = i < T
-    M_t, inv_L_t = _teacher_row_stats(tstats_ptr, i * B + b, T * B, n_dblk, i_mask, NDB)
-    c = tl.load(c_ptr + offs, mask=mask, other=0.0).to(ACC)
-    P = _teacher_probs(t_ptr, c, b, B, D, offs, mask, i, i_mask, M_t, inv_L_t, inv_tau_t, ACC)
+    b, k, offs, mask, i, P = _teacher_block(t_ptr, c_ptr, tstats_ptr, tl.program_id(0), n_blk, T, B, D,
+                                         n_dblk, inv_tau_t, TP, NDB, BLOCK, ACC)
     Q = tl.sum(P, 0)
     row = b.to(tl.int64) * D + offs                                      # (0, b, offs)
     for v in range(S):

@@ -2,16 +2,17 @@
 multi-crop wrapper that runs both crop sizes, and the exponential-moving-average teacher.
 
 The backbone uses GroupNorm: a sample's features depend on that sample only. The head's MLP has
-BatchNorm, as in the paper's ResNet-50 recipe (`use_bn_in_head`); without it this tiny run goes
-to the uniform collapse within its 3 minutes (h(P_t) -> log K, k-NN below the random network).
-Its statistics are those of the whole global batch, all ranks together (`GlobalBatchNorm1d`), so
+BatchNorm by default, as in the paper's ResNet-50 recipe (`use_bn_in_head`); without it the
+default run goes to the uniform collapse (h(P_t) -> log K, k-NN below the random network) unless
+the head starts larger and the teacher is sharper, as `--preset fig7` sets them (README, "the
+collapse study"). Its statistics are those of the whole global batch, all ranks together (`GlobalBatchNorm1d`), so
 splitting a batch between processes changes nothing.
 
-The ViT (`--backbone vit`, used by `--preset fig7`) is the paper's architecture in miniature:
-patch embedding, a CLS token, learned position embeddings (interpolated for the smaller local
-crops), pre-norm transformer blocks, a final LayerNorm; the feature is the CLS token's. With it
-the head has no BatchNorm, as in the paper's ViT head, so the loss's center is the only
-batch-wise centering.
+The ViT (`--backbone vit`) is the paper's architecture in miniature: patch embedding, a CLS
+token, learned position embeddings (interpolated for the smaller local crops), pre-norm
+transformer blocks, a final LayerNorm; the feature is the CLS token's (or the patch tokens' mean).
+From scratch, in a few minutes of CPU, it learns no texture classes (README, "the collapse
+study"); it is here for reading and for longer runs.
 """
 
 import copy

@@ -4,9 +4,9 @@ multi-crop wrapper that runs both crop sizes, and the exponential-moving-average
 The backbone uses GroupNorm: a sample's features depend on that sample only. The head's MLP has
 BatchNorm by default, as in the paper's ResNet-50 recipe (`use_bn_in_head`); without it the
 default run goes to the uniform collapse (h(P_t) -> log K, k-NN below the random network) unless
-the head starts larger and the teacher is sharper and slower, as `--preset fig7` sets them (README, "the
-collapse study"). Its statistics are those of the whole global batch, all ranks together (`GlobalBatchNorm1d`), so
-splitting a batch between processes changes nothing.
+the head starts larger and the teacher is sharper and slower, as `--preset fig7` sets them
+(README, "the collapse study"). Its statistics are those of the whole global batch, all ranks
+together (`GlobalBatchNorm1d`), so splitting a batch between processes changes nothing.
 
 The ViT (`--backbone vit`) is the paper's architecture in miniature: patch embedding, a CLS
 token, learned position embeddings (interpolated for the smaller local crops), pre-norm

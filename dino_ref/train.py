@@ -4,9 +4,9 @@ The student sees 2 global + N local crops, the teacher (an EMA of the student) o
 ones; `dino_ref.DINOLoss` makes the student's output distribution match the teacher's centred,
 sharpened one. We log the loss = h(P_t) + KL(P_t || P_s) split into its two parts, the batch
 entropy h(P_bar_t) (entropy of the batch-mean target) and the k-NN accuracy of the teacher
-backbone. The paper's collapse study (Sec. 5.3, Fig. 7) is `--preset fig7` (the CNN with no BatchNorm
-in its head: BatchNorm in the head is a batch-wise centering of its own and would hide the first
-collapse) and two flag choices after it: no centering `--center-momentum 1.0`, no
+backbone. The paper's collapse study (Sec. 5.3, Fig. 7) is `--preset fig7` (the CNN with no
+BatchNorm in its head: BatchNorm in the head is a batch-wise centering of its own and would hide
+the first collapse) and two flag choices after it: no centering `--center-momentum 1.0`, no
 sharpening `--teacher-temp 0.1 --warmup-teacher-temp 0.1` (tau_t = tau_s).
 
 Under `torchrun --nproc-per-node 2 -m dino_ref.train` every rank builds the same global batch
@@ -95,7 +95,7 @@ PRESETS = {
     # the paper's Fig. 7 with one network: the CNN whose head has no BatchNorm (like the paper's
     # ViT head: the loss's center is then the only batch-wise centering), a larger head at init,
     # a sharp constant teacher temperature and a slower teacher, so that the recipe's features
-    # learn within the default 30 epochs (README, "the collapse study": what was tried, what mattered)
+    # learn within 30 epochs (README, "the collapse study": what was tried, what mattered)
     "fig7": dict(backbone="cnn", head_bn=False, head_init_std=0.2, teacher_temp=0.0125,
                  warmup_teacher_temp=0.0125, momentum_teacher=0.998, epochs=30),
 }

@@ -174,6 +174,15 @@ def test_fig7_preset_runs_a_head_without_batchnorm(tmp_path):
     assert not any("running_mean" in k for k in state)                # no BatchNorm anywhere
 
 
+def test_the_vit_backbone_trains_through_the_config_fields(tmp_path):
+    m = train(steps=2, **TINY, backbone="vit", patch_size=8, vit_dim=16, vit_depth=1, vit_heads=2,
+              head_bn=False, save=str(tmp_path / "v.pt"))
+    assert m["config"]["backbone"] == "vit" and len(m["history"]) == 2
+    state = torch.load(tmp_path / "v.pt")["student"]
+    assert state["backbone.pos_embed"].shape == (1, 1 + (32 // 8) ** 2, 16)  # patch_size, vit_dim
+    assert sum(k.startswith("backbone.blocks.") and k.endswith("qkv.weight") for k in state) == 1
+
+
 RESULTS = sorted((Path(__file__).parent.parent / "notebooks" / "results").glob("fig7_*.json"))
 
 

@@ -15,10 +15,19 @@ __all__ = ["check_micro_batch_weights", "check_ddp_loss_scale", "check_pooled_me
 T, S, K, TAU_T, TAU_S = 2, 4, 6, 0.05, 0.1
 
 
-def _whole_batch(B, seed):
-    """ teacher (T, B, K), student (S, B, K), center (1, 1, K) for one step """
-    rng = np.random.default_rng(seed)
+def _whole_batch(sizes, salt):
+    """ teacher (T, B, K), student (S, B, K), center (1, 1, K) for one step of B = sum(sizes)
+    rows, the same for the same sizes and salt """
+    B = sum(sizes)
+    rng = np.random.default_rng(B * salt + len(sizes))
     return rng.normal(size=(T, B, K)), rng.normal(size=(S, B, K)), 0.3 * rng.normal(size=(1, 1, K))
+
+
+def _one_process(salt):
+    """ the reference: loss and gradient of one pass over the whole batch, flattened """
+    def whole(*sizes):
+        return _flat(*_loss_and_grad(*_whole_batch(sizes, salt)))
+    return whole
 
 
 def _pieces(sizes):
@@ -45,7 +54,7 @@ def check_micro_batch_weights(fn):
     has the loss and gradient of one pass over the whole batch (sizes: a tuple of row counts) """
 
     def accumulate(weights_of, *sizes):
-        teacher, student, center = _whole_batch(sum(sizes), seed=sum(sizes) * 31 + len(sizes))
+        teacher, student, center = _whole_batch(sizes, salt=31)
         weights = np.asarray(weights_of(tuple(sizes)), dtype=float).ravel()
         if weights.shape != (len(sizes),):
             return np.full(1, np.nan)                              # a wrong shape fails the comparison
@@ -56,13 +65,9 @@ def check_micro_batch_weights(fn):
             grad[:, rows] += w * g_k
         return _flat(loss, grad)
 
-    def whole(*sizes):
-        teacher, student, center = _whole_batch(sum(sizes), seed=sum(sizes) * 31 + len(sizes))
-        return _flat(*_loss_and_grad(teacher, student, center))
-
     return check_function(
         "micro_batch_weights (loss and gradient accumulated vs one pass on the whole batch)",
-        lambda *sizes: accumulate(fn, *sizes), whole, SPLITS,
+        lambda *sizes: accumulate(fn, *sizes), _one_process(salt=31), SPLITS,
         hint="each micro-batch loss is a mean over its own B_k rows; weight it by B_k / B "
              "(B = sum of the sizes), not by 1 / (number of micro-batches): that is exact only "
              "when all micro-batches have the same size")
@@ -73,7 +78,7 @@ def check_ddp_loss_scale(fn):
     equals one process on the whole batch """
 
     def ddp(*sizes):
-        teacher, student, center = _whole_batch(sum(sizes), seed=sum(sizes) * 17 + len(sizes))
+        teacher, student, center = _whole_batch(sizes, salt=17)
         world, B = len(sizes), sum(sizes)
         loss, grad = 0.0, np.zeros_like(student)
         for b_local, rows in zip(sizes, _pieces(sizes)):           # rank r holds these rows
@@ -83,13 +88,9 @@ def check_ddp_loss_scale(fn):
             grad[:, rows] += scale * g_r / world                   # DDP averages gradients over ranks
         return _flat(loss, grad)
 
-    def whole(*sizes):
-        teacher, student, center = _whole_batch(sum(sizes), seed=sum(sizes) * 17 + len(sizes))
-        return _flat(*_loss_and_grad(teacher, student, center))
-
     return check_function(
         "ddp_loss_scale (rank gradients averaged by DDP vs one process on the whole batch)",
-        lambda *sizes: ddp(*sizes), whole, SPLITS,
+        ddp, _one_process(salt=17), SPLITS,
         hint="DDP divides the summed gradients by the world size, and each rank's loss is a mean "
              "over its own b_local rows: scale it by b_local * world / B so that every row gets "
              "the weight 1/B it has on one process (a factor 1 is exact only for equal shards)")

@@ -417,7 +417,7 @@ def tune_cuda(S, B, D, device, dtype, repeats):
     for geometry in TUNE_GEOMETRIES:
         def step():
             student.grad = None
-            triton_kernels.dino_loss(teacher, student, center, TAU_T, TAU_S, M, geometry=geometry).backward()
+            triton_kernels.dino_loss_with_geometry(teacher, student, center, TAU_T, TAU_S, M, geometry=geometry).backward()
         try:
             for _ in range(2):
                 step()

@@ -65,10 +65,11 @@ def check_hyperparameters(output_dim, warmup_teacher_temp, teacher_temp,
             or warmup_teacher_temp_epochs < 0):
         raise ValueError(
             f"warmup_teacher_temp_epochs must be an integer >= 0, got {warmup_teacher_temp_epochs!r}")
-    for name, value in [("warmup_teacher_temp", warmup_teacher_temp),
-                        ("teacher_temp", teacher_temp), ("student_temp", student_temp)]:
-        if not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    for name, value in [("warmup_teacher_temp", warmup_teacher_temp), ("teacher_temp", teacher_temp)]:
+        if not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0 (0: hard targets), got {value!r}")
+    if not isinstance(student_temp, numbers.Real) or not math.isfinite(student_temp) or student_temp <= 0:
+        raise ValueError(f"student_temp must be a finite number > 0, got {student_temp!r}")
     if not isinstance(center_momentum, numbers.Real) or not 0.0 <= center_momentum <= 1.0:
         raise ValueError(f"center_momentum must lie in [0, 1], got {center_momentum!r}")
 

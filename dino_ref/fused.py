@@ -31,10 +31,12 @@ whole views, so the per-op overhead is paid per chunk, not per view) that stay i
 while the small passes (max, shift, dot, exp, sum, gradient) run over them. Nothing large is
 allocated but the (S, B, D) gradient (scratch: three chunk-sized buffers), and there is one exp
 per element in all. On an accelerator the chunks are many whole views (few kernel launches).
-`dino_cross_entropy_reference` in loss.py is the same loss written plainly, for autograd.
+`readable.dino_cross_entropy_readable` is the same loss written plainly, for autograd.
 """
 
 import torch
+
+from .readable import dino_cross_entropy_readable
 
 # elements per chunk: 2^21 on CPU (8 MiB float32; chunk and scratch stay in a 32 MiB last-level
 # cache; 2^18..2^21 run within ~5 % on a quiet machine, but every op is a fork/join of the
@@ -155,8 +157,7 @@ def dino_cross_entropy(P_t, student, student_temp):
     """ the fused loss; P_t (T, B, D) is treated as a constant, student (S, B, D) """
     P_t, student_temp = P_t.detach(), float(student_temp)
     if needs_autograd_form(student):
-        from .loss import dino_cross_entropy_reference  # (loss.py imports this module)
-        return dino_cross_entropy_reference(P_t, student, student_temp)
+        return dino_cross_entropy_readable(P_t, student, student_temp)
     if torch.is_grad_enabled() and student.requires_grad:
         return DINOCrossEntropy.apply(student, P_t, student_temp)
     return fused_pass(student, P_t, student_temp)                     # no gradient: loss only

@@ -8,45 +8,13 @@ import os
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
-from .common import (as_number, check_epoch, check_hyperparameters, check_views, num_pairs,
-                     teacher_temperature)
+from .common import as_number, check_epoch, check_hyperparameters, check_views, teacher_temperature
 from .fused import dino_cross_entropy, needs_autograd_form
+from .readable import teacher_targets
 
-__all__ = ["DINOLoss", "teacher_targets", "dino_cross_entropy_reference", "dino_cross_entropy",
-           "teacher_entropy", "compute_dtype", "global_batch_mean"]
-
-
-def teacher_targets(teacher, center, teacher_temp):
-    """ P_t = softmax((t - c) / tau_t), no gradient; (T, B, D) """
-    with torch.no_grad():
-        logits = teacher.detach() - center                          # (T, B, D)  centering: a new tensor
-        return F.softmax(logits.div_(teacher_temp), dim=-1)         # sharpening, in place
-
-
-def dino_cross_entropy_reference(P_t, student, student_temp):
-    """ the readable vectorized loss, differentiated by autograd; same value as the fused one """
-    T, B, _ = P_t.shape
-    S = student.shape[0]
-    k = min(T, S)
-    log_P_s = F.log_softmax(student / student_temp, dim=-1)          # (S, B, D)
-    Q = P_t.sum(0)                                                   # (B, D) sum_i P_t[i]
-    # sum_i sum_{v != i} H(P_t[i], P_s[v]) = sum_v H(Q, P_s[v]) - sum_{v < T} H(P_t[v], P_s[v])
-    all_pairs = -(Q * log_P_s).sum(-1)                               # (S, B)
-    own_view = -(P_t[:k] * log_P_s[:k]).sum(-1)                      # (k, B)
-    return (all_pairs.sum() - own_view.sum()) / (num_pairs(T, S) * B)
-
-
-def teacher_entropy(P_t):
-    """ h(P_t): mean over all T*B rows of -sum_d p_d log p_d; then loss = h(P_t) + KL(P_t || P_s)
-
-    (every teacher view meets the same number, S - 1, of student views, so the plain row mean is
-    the pair-weighted one)
-    """
-    with torch.no_grad():
-        return -torch.special.xlogy(P_t, P_t).sum(-1).mean()
+__all__ = ["DINOLoss", "compute_dtype", "global_batch_mean"]
 
 
 def compute_dtype(*tensors):
@@ -102,7 +70,7 @@ class DINOLoss(nn.Module):
         return teacher_temperature(epoch, self.warmup_teacher_temp, self.teacher_temp,
                                    self.warmup_teacher_temp_epochs)
 
-    def teacher_probs(self, teacher_out, epoch=None):
+    def teacher_targets(self, teacher_out, epoch=None):
         """ P_t = softmax((t - c) / tau_t) with the current center, no gradient; (T, B, D) """
         teacher = _as_views(teacher_out, "teacher_out")
         if teacher.ndim != 3 or teacher.shape[2] != self.output_dim:

@@ -14,7 +14,7 @@ import numpy as np
 from .common import (check_epoch, check_hyperparameters, check_views, num_pairs,
                      teacher_temperature, view_pairs)
 
-__all__ = ["softmax", "log_softmax", "teacher_targets", "view_pairs", "num_pairs",
+__all__ = ["softmax", "log_softmax", "teacher_targets", "hard_targets", "view_pairs", "num_pairs",
            "teacher_temperature", "batch_center", "update_center", "cross_entropy",
            "entropy", "kl_divergence", "dino_loss", "dino_loss_grad", "DINOLoss"]
 
@@ -35,8 +35,27 @@ def log_softmax(x, temp):
 
 
 def teacher_targets(teacher, center, teacher_temp):
-    """ P_t = softmax((t - c) / tau_t): centering, then sharpening; (T, B, D) """
-    return softmax(np.asarray(teacher, dtype=np.float64) - center, teacher_temp)
+    """ P_t = softmax((t - c) / tau_t): centering, then sharpening; (T, B, D)
+
+    tau_t = 0: the limit tau_t -> 0, hard targets (hard_targets)
+    """
+    logits = np.asarray(teacher, dtype=np.float64) - center
+    if teacher_temp == 0:
+        return hard_targets(logits)
+    return softmax(logits, teacher_temp)
+
+
+def hard_targets(logits):
+    """ lim_{tau -> 0} softmax(logits / tau), row by row: each of the k largest-and-equal entries
+    gets 1 / k, the others 0 (one-hot when the maximum is unique); (..., D) """
+    logits = np.asarray(logits, dtype=np.float64)
+    P = np.zeros_like(logits)
+    for index in np.ndindex(logits.shape[:-1]):               # every row (i, b)
+        row = logits[index]
+        maximisers = [d for d in range(len(row)) if row[d] == row.max()]
+        for d in maximisers:
+            P[index + (d,)] = 1.0 / len(maximisers)
+    return P
 
 
 def batch_center(teacher):

@@ -1,7 +1,7 @@
 """The DINO loss call as four Triton kernels: the `backend="triton"` path of `dino_ref.DINOLoss`.
 
 Same loss, same gradient, same center update as `loss.py` + `fused.py`; written for a GPU, where
-the eager form is launch-bound (REFERENCE.md: ~10 µs per kernel, 100+ kernels per call). Here one
+the eager form is launch-bound (measured on an H200: ~10 µs per kernel, 100+ kernels per call; benchmarks/README.md). Here one
 call costs 3 Triton launches forward (+ one torch sum of the partial losses when S·B is large)
 and 1 backward, whatever S, B and D are. Shapes: teacher t (T, B, D), student s (S, B, D),
 center c (D,); n = T·S − min(T, S) pairs; n_v = T − 1 for v < T, else T.
@@ -54,7 +54,7 @@ not a speed path, and the kernels' float64 build has not run on a GPU yet); `bac
 runs float64 too (the golden cases hold to 1e-10 under the interpreter).
 
 Blocking: a row of D = 65536 walked by one program leaves 132 SMs underused when S·B is small
-(REFERENCE.md: 3–15× a copy), so each student program takes one D block of one batch row b, for
+(measured on an H200: 3–15× a copy), so each student program takes one D block of one batch row b, for
 about TARGET_PROGRAMS programs. It computes the teacher part of its block once (T exponentials per
 element of t, Q, P_t in registers) and then walks the S student views: one exponential per
 student element, instead of 1 + T when every (v, b) program rebuilds P_t, and t is read once per
@@ -405,11 +405,21 @@ class _TritonDINOLoss(torch.autograd.Function):
         return _backward(student, teacher, c_old, tstats, rowstat, p, tau_t, tau_s, grad_out), None, None
 
 
-def dino_loss(teacher, student, center, teacher_temp, student_temp, center_momentum=None,
-              geometry=None):
+def dino_loss(teacher, student, center, teacher_temp, student_temp, center_momentum=None):
     """ the DINO loss of one call, (T, B, D) teacher and (S, B, D) student on one device;
     `center` (1, 1, D) is read as it is, then updated in place if center_momentum is given.
-    Differentiable in the student; the teacher gets no gradient. geometry: `plan` overrides. """
+    Differentiable in the student; the teacher gets no gradient. """
+    return dino_loss_with_geometry(teacher, student, center, teacher_temp, student_temp,
+                                   center_momentum, geometry=None)
+
+
+def dino_loss_with_geometry(teacher, student, center, teacher_temp, student_temp,
+                            center_momentum=None, *, geometry):
+    """ dino_loss with the launch plan's block sizes and program counts overridden (`plan`'s
+    keyword arguments): for `benchmarks/bench_loss.py --tune` and the kernel tests only """
+    if float(teacher_temp) == 0:
+        raise ValueError("the Triton backend needs teacher_temp > 0; hard targets (teacher_temp=0) "
+                         'run on the eager path: DINOLoss(..., backend="eager")')
     if not (teacher.device == student.device == center.device):
         raise ValueError(f"teacher_out ({teacher.device}), student_out ({student.device}) and the "
                          f"center ({center.device}) must be on one device: call loss_fn.to(device)")

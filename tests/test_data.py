@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from dino_ref.data import NUM_CLASSES, make_splits, make_textures
-from dino_ref.multicrop import color_jitter, hue_rotation, multicrop, random_resized_crop
+from dino_ref.train.data import NUM_CLASSES, make_splits, make_textures
+from dino_ref.train.multicrop import color_jitter, hue_rotation, multicrop, random_resized_crop
 
 
 def test_textures_are_deterministic_balanced_and_in_range():

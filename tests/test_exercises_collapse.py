@@ -6,7 +6,7 @@ import torch
 
 from dino_ref.exercises import (ExerciseFailed, check_batch_entropy, check_collapse_state,
                                 collapse)
-from dino_ref.train import batch_entropy
+from dino_ref.diagnostics import batch_entropy
 
 
 def test_batch_entropy_reference_matches_the_trainer():

@@ -9,8 +9,8 @@ import torch
 
 from dino_ref.exercises import (ExerciseFailed, check_cosine_logits, check_momentum_schedule,
                                 check_training_step)
-from dino_ref.exercises.training import _STEP_CONFIG, _reference_step, _Run, _trainer_run
-from dino_ref.train import clip_gradients
+from dino_ref.exercises.training import STEP_CONFIG
+from dino_ref.train import build, clip_gradients, ema_update, set_schedules, train, train_step, views
 
 
 # --- momentum schedule ------------------------------------------------------------------------
@@ -75,9 +75,39 @@ def test_logits_reject_typical_mistakes(wrong):
 
 # --- one training step ------------------------------------------------------------------------
 
-def make_step(ema_first=False, swapped=False, freeze=True, always_freeze=False, clip=True,
-              zero_grad=True, loss_twice=False, teacher_sees_locals=False):
-    """ the solution of exercise 5.3, or one typical mistake in it """
+def make_step(ema="mul_add", ema_first=False, swapped=False, no_ema=False, freeze=True,
+              always_freeze=False, freeze_before_clip=False, clip=True, zero_grad=True,
+              zero_grad_after_backward=False, loss_twice=False, teacher_sees_locals=False):
+    """ the solution of exercise 5.3 written one of several correct ways, or one typical mistake """
+    def update_teacher(teacher, student, lam):
+        a, b = (1 - lam, lam) if swapped else (lam, 1 - lam)
+        t_params, s_params = list(teacher.parameters()), [p.detach() for p in student.parameters()]
+        with torch.no_grad():
+            if ema == "mul_add":                                     # the original authors' form
+                for p_t, p_s in zip(t_params, s_params):
+                    p_t.mul_(a).add_(b * p_s)
+            elif ema == "add_alpha":
+                for p_t, p_s in zip(t_params, s_params):
+                    p_t.mul_(a).add_(p_s, alpha=b)
+            elif ema == "lerp":                                      # theta_t + (1 - lam)(theta_s - theta_t)
+                for p_t, p_s in zip(t_params, s_params):
+                    p_t.lerp_(p_s, b)
+            elif ema == "foreach_lerp":
+                torch._foreach_lerp_(t_params, s_params, b)
+            elif ema == "copy_formula":
+                for p_t, p_s in zip(t_params, s_params):
+                    p_t.copy_(a * p_t + b * p_s)
+            elif ema == "state_dict":                                # via the state dicts, float64
+                sd_t, sd_s = teacher.state_dict(), student.state_dict()
+                for k, p_t in teacher.named_parameters():
+                    p_t.copy_((a * sd_t[k].double() + b * sd_s[k].double()).float())
+            elif ema == "library":
+                ema_update(teacher, student, lam)
+
+    def freeze_last(student, epoch, freeze_last_layer):
+        if always_freeze or (freeze and epoch < freeze_last_layer):
+            student.head.last_layer.v.grad = None
+
     def training_step(student, teacher, loss_fn, optimizer, globals_, locals_, epoch, lam,
                       clip_grad, freeze_last_layer):
         with torch.no_grad():
@@ -86,61 +116,76 @@ def make_step(ema_first=False, swapped=False, freeze=True, always_freeze=False, 
         loss = loss_fn(t, s, epoch)
         if loss_twice:
             loss_fn(t, s, epoch)                                     # e.g. "for logging"
-        if zero_grad:
+        if zero_grad and not zero_grad_after_backward:
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if freeze_before_clip:
+            freeze_last(student, epoch, freeze_last_layer)
         if clip:
             clip_gradients(student, clip_grad)
-        if always_freeze or (freeze and epoch < freeze_last_layer):
-            student.head.last_layer.v.grad = None
-
-        def ema():
-            with torch.no_grad():
-                for p_t, p_s in zip(teacher.parameters(), student.parameters()):
-                    a, b = (1 - lam, lam) if swapped else (lam, 1 - lam)
-                    p_t.mul_(a).add_(p_s, alpha=b)
-        if ema_first:
-            ema()
+        if not freeze_before_clip:
+            freeze_last(student, epoch, freeze_last_layer)
+        if ema_first and not no_ema:
+            update_teacher(teacher, student, lam)
         optimizer.step()
-        if not ema_first:
-            ema()
+        if zero_grad_after_backward:
+            optimizer.zero_grad()
+        if not ema_first and not no_ema:
+            update_teacher(teacher, student, lam)
         return loss
     return training_step
 
 
-def test_the_checkers_reference_step_is_the_trainers_step():
+def test_train_step_is_the_step_that_train_runs():
+    """ build + set_schedules + views + train_step, step by step, end where train() ends """
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
-        student, teacher, center, losses = _trainer_run()              # dino_ref.train.train
-        run = _Run()
-        ours = [run.step(_reference_step, j) for j in range(_STEP_CONFIG.steps)]
+        metrics = train(STEP_CONFIG, progress=False)
+        run = build(STEP_CONFIG)
+        losses = []
+        for j in range(STEP_CONFIG.steps):
+            set_schedules(run, j)
+            globals_, locals_ = views(run, j)
+            loss, _ = train_step(run.student, run.teacher, run.loss_fn, run.optimizer, globals_,
+                                 locals_, j / run.steps_per_epoch, run.momentum_at[j],
+                                 STEP_CONFIG.clip_grad, STEP_CONFIG.freeze_last_layer)
+            losses.append(loss.item())
     finally:
         torch.set_num_threads(before)
-    assert len(losses) == _STEP_CONFIG.steps and np.allclose(ours, losses, rtol=0, atol=1e-9)
-    for mine, trainers in zip(run.states().values(), (center, student, teacher)):
-        assert mine.keys() == trainers.keys()
-        for k in trainers:
-            assert torch.allclose(mine[k].double(), trainers[k].double(), rtol=0, atol=1e-9), k
+    assert np.allclose(losses, [r["loss"] for r in metrics["history"]], rtol=0, atol=1e-6)
+    assert len(losses) == len(metrics["history"]) == STEP_CONFIG.steps
 
 
-def test_step_accepts_the_solution_and_the_reference(capsys):
-    assert check_training_step(make_step()) is True
+@pytest.mark.parametrize("variant", [
+    {"ema": "mul_add"}, {"ema": "add_alpha"}, {"ema": "lerp"}, {"ema": "foreach_lerp"},
+    {"ema": "copy_formula"}, {"ema": "state_dict"}, {"ema": "library"},
+    {"freeze_before_clip": True}, {"zero_grad_after_backward": False, "zero_grad": True},
+], ids=["mul_-add_", "add_-alpha", "lerp_", "foreach-lerp", "copy_-formula", "float64-state-dict",
+        "ema_update", "freeze-before-clip", "zero-grad-set-to-none"])
+def test_step_accepts_every_correct_form(variant, capsys):
+    assert check_training_step(make_step(**variant)) is True
     assert "passed" in capsys.readouterr().out
-    assert check_training_step(_reference_step) is True             # the trainer's loop body
+
+
+def test_step_accepts_the_library_step():
+    def library_step(*args):
+        loss, _ = train_step(*args)
+        return loss
+    assert check_training_step(library_step) is True
 
 
 @pytest.mark.parametrize("mistake, message", [
-    ({"ema_first": True}, "the teacher differs"),
-    ({"swapped": True}, "the teacher differs"),
+    ({"ema_first": True}, "student from before optimizer.step"),
+    ({"swapped": True}, "swapped"),
+    ({"no_ema": True}, "did not move"),
     ({"freeze": False}, "last_layer.v.grad = None"),
     ({"always_freeze": True}, "only while epoch < freeze_last_layer"),
     ({"clip": False}, "the student differs"),
-    ({"zero_grad": False}, "the student differs"),
+    ({"zero_grad": False}, "zero_grad"),
     ({"loss_twice": True}, "the center c differs"),
     ({"teacher_sees_locals": True}, "the loss is"),
-], ids=["ema-before-step", "lam-swapped", "no-freeze", "always-frozen", "no-clip", "no-zero-grad",
-        "loss-called-twice", "teacher-sees-locals"])
+], ids=["ema-before-step", "lam-swapped", "no-ema", "no-freeze", "always-frozen", "no-clip",
+        "no-zero-grad", "loss-called-twice", "teacher-sees-locals"])
 def test_step_rejects_typical_mistakes(mistake, message):
     with pytest.raises(ExerciseFailed, match=message):
         check_training_step(make_step(**mistake))

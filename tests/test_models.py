@@ -5,15 +5,15 @@ import torch
 import torch.nn.functional as F
 
 from dino_ref import DINOLoss
-from dino_ref.loss import teacher_entropy
-from dino_ref.models import (DINOHead, ViTBackbone, WeightNormLinear, ema_update, make_student,
-                             make_teacher)
-from dino_ref.train import cosine_schedule
+from dino_ref.diagnostics import teacher_entropy
+from dino_ref.train.models import (DINOHead, ViTBackbone, WeightNormLinear, ema_update, make_student,
+                                   make_teacher)
+from dino_ref.train import Config, cosine_schedule
 
 
 def test_student_accepts_both_crop_sizes():
     torch.manual_seed(0)
-    net = make_student(out_dim=50, widths=(8, 16, 16), hidden_dim=32, bottleneck_dim=8)
+    net = make_student(Config(out_dim=50, widths=(8, 16, 16), hidden_dim=32, bottleneck_dim=8))
     out = net(torch.rand(2, 3, 3, 32, 32), torch.rand(4, 3, 3, 16, 16))
     assert out.shape == (6, 3, 50)
     assert net(torch.rand(2, 3, 3, 32, 32)).shape == (2, 3, 50)
@@ -43,7 +43,7 @@ def test_weight_norm_layer_is_scale_invariant():
 
 def test_ema_update_and_teacher_has_no_gradient():
     torch.manual_seed(0)
-    student = make_student(10, widths=(4, 8, 8), hidden_dim=8, bottleneck_dim=4)
+    student = make_student(Config(out_dim=10, widths=(4, 8, 8), hidden_dim=8, bottleneck_dim=4))
     teacher = make_teacher(student)
     assert all(not p.requires_grad for p in teacher.parameters())
     old = [p.clone() for p in teacher.parameters()]
@@ -64,7 +64,7 @@ def test_loss_is_entropy_plus_kl():
     loss_fn = DINOLoss(K, warmup_teacher_temp=0.04, teacher_temp=0.07, warmup_teacher_temp_epochs=3)
     loss_fn.center.normal_(std=0.1)
     t, s = 0.3 * torch.randn(T, B, K), torch.randn(S, B, K)          # cosine-sized teacher logits
-    P_t = loss_fn.teacher_probs(t, epoch=1.5)
+    P_t = loss_fn.teacher_targets(t, epoch=1.5)
     loss = loss_fn(t, s, epoch=1.5)
     log_P_s = F.log_softmax(s / 0.1, dim=-1)
     kl = torch.stack([(torch.special.xlogy(P_t[i], P_t[i]) - P_t[i] * log_P_s[v]).sum(-1).mean()
@@ -86,8 +86,9 @@ def test_vit_backbone_shapes_and_both_crop_sizes():
     assert vit(torch.rand(5, 3, 16, 16)).shape == (5, 16)             # interpolated positions
     assert vit.position_embedding(4) is vit.pos_embed                 # the native grid as learned
     assert vit.position_embedding(2).shape == (1, 1 + 2 * 2, 16)
-    net = make_student(out_dim=50, hidden_dim=32, bottleneck_dim=8, head_bn=False, backbone="vit",
-                       vit=dict(image_size=32, patch_size=8, dim=16, depth=2, heads=2))
+    net = make_student(Config(out_dim=50, hidden_dim=32, bottleneck_dim=8, head_bn=False,
+                              backbone="vit", global_size=32, patch_size=8, vit_dim=16,
+                              vit_depth=2, vit_heads=2))
     out = net(torch.rand(2, 3, 3, 32, 32), torch.rand(4, 3, 3, 16, 16))
     assert out.shape == (6, 3, 50)
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in net.head.modules())
@@ -111,7 +112,7 @@ def test_vit_rejects_bad_sizes():
     with pytest.raises(ValueError, match="divisible"):
         vit(torch.rand(1, 3, 20, 20))
     with pytest.raises(ValueError, match="backbone"):
-        make_student(10, backbone="resnet")
+        make_student(Config(out_dim=10, backbone="resnet"))
 
 
 def test_vit_mean_pool_is_the_normed_mean_of_the_patch_tokens_and_cls_the_default():
@@ -132,8 +133,8 @@ def test_vit_mean_pool_is_the_normed_mean_of_the_patch_tokens_and_cls_the_defaul
 
 @pytest.mark.parametrize("n_layers", [1, 2, 3])
 def test_head_layers_counts_the_linear_layers(n_layers):
-    net = make_student(32, widths=(4, 8), hidden_dim=12, bottleneck_dim=6, head_bn=False,
-                       head_layers=n_layers)
+    net = make_student(Config(out_dim=32, widths=(4, 8), hidden_dim=12, bottleneck_dim=6,
+                              head_bn=False, head_layers=n_layers))
     linears = [m for m in net.head.mlp if isinstance(m, torch.nn.Linear)]
     assert len(linears) == n_layers and linears[-1].out_features == 6
     assert net(torch.rand(2, 3, 3, 16, 16)).shape == (2, 3, 32)
@@ -141,13 +142,11 @@ def test_head_layers_counts_the_linear_layers(n_layers):
 
 def test_head_init_std_scales_the_mlp_weights_and_keeps_the_default_init():
     torch.manual_seed(0)
-    default = make_student(32, widths=(4, 64), hidden_dim=256, bottleneck_dim=64, head_bn=False)
+    default = make_student(Config(out_dim=32, widths=(4, 64), head_bn=False))
     torch.manual_seed(0)
-    same = make_student(32, widths=(4, 64), hidden_dim=256, bottleneck_dim=64, head_bn=False,
-                        head_init_std=0.02)
+    same = make_student(Config(out_dim=32, widths=(4, 64), head_bn=False, head_init_std=0.02))
     for a, b in zip(default.parameters(), same.parameters()):
         assert torch.equal(a, b)                                      # 0.02 is the default
-    wide = make_student(32, widths=(4, 64), hidden_dim=256, bottleneck_dim=64, head_bn=False,
-                        head_init_std=0.2)
+    wide = make_student(Config(out_dim=32, widths=(4, 64), head_bn=False, head_init_std=0.2))
     std = wide.head.mlp[2].weight.std().item()                       # (256, 256) weights
     assert 0.19 < std < 0.21                                          # 65536 draws of N(0, 0.2^2)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from dino_ref import DINOLoss, numpy_ref
 from dino_ref.fused import dino_cross_entropy, fused_pass
-from dino_ref.loss import dino_cross_entropy_reference, teacher_targets
+from dino_ref.readable import dino_cross_entropy_readable, teacher_targets
 
 # torch's forward-mode and compile machinery script a few decompositions on first use
 quiet_torch_internals = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
@@ -36,7 +36,7 @@ def test_hessian_equals_the_readable_forms():
     P_t, student = targets_and_student()
     H = torch.autograd.functional.hessian(lambda s: dino_cross_entropy(P_t, s, 0.1), student)
     H_ref = torch.autograd.functional.hessian(
-        lambda s: dino_cross_entropy_reference(P_t, s, 0.1), student)
+        lambda s: dino_cross_entropy_readable(P_t, s, 0.1), student)
     assert H_ref.abs().max() > 1.0                                     # far from the zeros of old
     torch.testing.assert_close(H, H_ref, rtol=1e-10, atol=1e-12)
 
@@ -55,7 +55,7 @@ def test_gradient_penalty_through_the_loss_equals_the_readable_forms():
         (loss + g.pow(2).sum()).backward()
         return w.grad
 
-    expected = penalty_grad(dino_cross_entropy_reference)
+    expected = penalty_grad(dino_cross_entropy_readable)
     torch.testing.assert_close(penalty_grad(dino_cross_entropy), expected, rtol=1e-10, atol=1e-13)
 
 
@@ -130,7 +130,7 @@ def test_float32_loss_is_shift_invariant():
     P_t = teacher_targets(teacher, torch.zeros(1, 1, 4096), 0.04)
     for offset in [0.0, 10.0, 100.0, 1000.0]:
         s = student + offset
-        truth = dino_cross_entropy_reference(P_t.double(), s.double(), 0.1)
+        truth = dino_cross_entropy_readable(P_t.double(), s.double(), 0.1)
         for loss in [fused_pass(s, P_t, 0.1), fused_pass(s, P_t, 0.1, torch.empty_like(s))]:
             assert abs(loss.item() - truth.item()) < 2e-5, (offset, loss.item(), truth.item())
 
@@ -243,7 +243,7 @@ def test_center_on_another_device_names_the_fix():
     teacher, student = torch.randn(2, 4, 8), torch.randn(6, 4, 8)
     on_meta = DINOLoss(8).to("meta")
     for call in [lambda: on_meta(teacher, student), lambda: on_meta.update_center(teacher),
-                 lambda: on_meta.teacher_probs(teacher),
+                 lambda: on_meta.teacher_targets(teacher),
                  lambda: DINOLoss(8)(teacher.to("meta"), student.to("meta"))]:
         with pytest.raises(ValueError, match=r"loss_fn\.to\("):
             call()

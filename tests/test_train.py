@@ -13,8 +13,9 @@ import pytest
 import torch
 from process_group import run_in_own_session
 
-from dino_ref.loss import teacher_entropy
-from dino_ref.train import PRESETS, Config, batch_entropy, make_parser, parse_args, preset, train
+from dino_ref.diagnostics import teacher_entropy
+from dino_ref.diagnostics import batch_entropy
+from dino_ref.train import PRESETS, Config, make_parser, parse_args, preset, train
 
 TINY = dict(widths=(8, 16, 16), hidden_dim=32, bottleneck_dim=16, out_dim=64, train_per_class=8,
             test_per_class=4, batch_size=16, local_crops=2, knn_every=1, progress=False)

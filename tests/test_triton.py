@@ -17,7 +17,7 @@ pytest.importorskip("triton")
 
 from dino_ref import DINOLoss, numpy_ref  # noqa: E402
 from dino_ref import loss as loss_module  # noqa: E402
-from dino_ref.loss import dino_cross_entropy_reference, teacher_targets  # noqa: E402
+from dino_ref.readable import dino_cross_entropy_readable, teacher_targets  # noqa: E402
 from golden_cases import golden_kwargs  # noqa: E402
 
 CUDA = torch.cuda.is_available()
@@ -55,9 +55,9 @@ def batch(T, S, B, D, seed=0, dtype=torch.float64, offset=0.0):
 def with_geometry(monkeypatch):
     """ make the module's calls use a test geometry """
     def use(geometry):
-        original = triton_kernels.dino_loss
         monkeypatch.setattr(triton_kernels, "dino_loss",
-                            lambda *a, **k: original(*a, geometry=geometry, **k))
+                            lambda *a, **k: triton_kernels.dino_loss_with_geometry(
+                                *a, geometry=geometry, **k))
     return use
 
 
@@ -200,7 +200,7 @@ def test_second_order_autograd_matches_the_readable_form():
         return loss_fn(teacher, s, epoch=3, update_center=False)
 
     def readable(s):
-        return dino_cross_entropy_reference(teacher_targets(teacher, center, loss_fn.teacher_temperature(3)), s, 0.1)
+        return dino_cross_entropy_readable(teacher_targets(teacher, center, loss_fn.teacher_temperature(3)), s, 0.1)
 
     H = torch.autograd.functional.hessian(fused, student)
     H_ref = torch.autograd.functional.hessian(readable, student)

@@ -1,25 +1,20 @@
 """Checkers for the exercises of notebook 05 (one training step), see dino_ref.exercises.
 
 Each compares the learner's function with the library: the momentum schedule with
-`dino_ref.train.cosine_schedule`, the head's logits with `dino_ref.models.WeightNormLinear` on an
-L2-normalised input (seeded random cases), and a whole training step, run for 6 steps beside the
-trainer's loop body (which the tests check against `dino_ref.train.train` itself).
+`dino_ref.train.cosine_schedule`, the head's logits with the head's `WeightNormLinear` on an
+L2-normalised input (seeded random cases), and a whole training step with
+`dino_ref.train.train_step`, graded one step at a time from the same state.
 """
 
-import functools
-import pathlib
-import tempfile
+import copy
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import make_splits
-from ..loss import DINOLoss
-from ..models import WeightNormLinear, ema_update, make_student, make_teacher
-from ..multicrop import multicrop
-from ..train import Config, clip_gradients, cosine_schedule, train
-from ._core import ExerciseFailed, _short, check_function
+from ..train import Config, build, cosine_schedule, set_schedules, train_step, views
+from ..train.models import WeightNormLinear
+from ._core import ExerciseFailed, check_function
 
 __all__ = ["check_momentum_schedule", "check_cosine_logits", "check_training_step"]
 
@@ -75,152 +70,135 @@ def check_cosine_logits(fn):
 # moves the student; a small clip (the original's help suggests 0.3-1.0 for large ViTs), so that
 # clipping changes the gradients of most parameters; lambda from 0.9, so that the teacher moves
 # visibly (a mistake in the EMA shows up far above the tolerance).
-_STEP_CONFIG = Config(train_per_class=4, test_per_class=1, batch_size=8, steps=6, warmup_epochs=0,
-                      clip_grad=0.3, momentum_teacher=0.9, threads=1)
-_ATOL = 1e-6
+STEP_CONFIG = Config(train_per_class=4, test_per_class=1, batch_size=8, steps=6, warmup_epochs=0,
+                     clip_grad=0.3, momentum_teacher=0.9, threads=1)
+# Each step is graded from the library's state (teacher forcing), so differences cannot build up
+# over steps: any correct way of writing the step lands within float32 rounding of the library's,
+# a few 1e-7 relative, and every mistake below moves some tensor by 1e-3 or more.
+RTOL, ATOL = 1e-5, 1e-6
 
 
-@functools.lru_cache(maxsize=1)
-def _trainer_run():
-    """ the trainer's own run of _STEP_CONFIG: (student, teacher, loss state dicts, losses); the
-    tests check that _reference_step in _Run gives the same """
-    with tempfile.TemporaryDirectory() as tmp:
-        path = pathlib.Path(tmp) / "steps.pt"
-        metrics = train(_STEP_CONFIG, save=str(path), progress=False)
-        ckpt = torch.load(path, weights_only=True)
-    return (ckpt["student"], ckpt["teacher"], ckpt["dino_loss"],
-            [r["loss"] for r in metrics["history"]])
+def _state(run):
+    """ a deep copy of everything a step changes: student, teacher, center, optimizer """
+    return copy.deepcopy({"student": run.student.state_dict(), "teacher": run.teacher.state_dict(),
+                          "center": run.loss_fn.state_dict(),
+                          "optimizer": run.optimizer.state_dict()})
 
 
-def _reference_step(student, teacher, loss_fn, optimizer, globals_, locals_, epoch, lam,
-                    clip_grad, freeze_last_layer):
-    """ one step as the loop of dino_ref.train.train does it (tests/test_exercises_training.py
-    checks that a _Run of it equals the trainer's run) """
-    with torch.no_grad():
-        t = teacher(globals_)                                        # (T, B, K) global crops only
-    s = student(globals_, locals_)                                   # (S, B, K) all crops
-    loss = loss_fn(t, s, epoch)                                      # then the center moves
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    clip_gradients(student, clip_grad)
-    if epoch < freeze_last_layer:
-        student.head.last_layer.v.grad = None
-    optimizer.step()
-    ema_update(teacher, student, lam)
-    return loss
+def _load(run, state):
+    run.student.load_state_dict(state["student"])
+    run.teacher.load_state_dict(state["teacher"])
+    run.loss_fn.load_state_dict(state["center"])
+    run.optimizer.load_state_dict(state["optimizer"])
 
 
-class _Run:
-    """ the trainer's setup (same seeds, same order) and its loop over the steps of _STEP_CONFIG:
-    the schedules, the batch and the crops; `step(fn, j)` runs fn for the step's work """
-
-    def __init__(self):
-        cfg = self.cfg = _STEP_CONFIG
-        torch.manual_seed(cfg.seed)                                  # the student's initialisation
-        (self.images, _), _ = make_splits(cfg.train_per_class, cfg.test_per_class,
-                                          cfg.global_size, cfg.seed)
-        self.steps_per_epoch = len(self.images) // cfg.batch_size
-        self.gen = torch.Generator().manual_seed(cfg.seed + 1)       # batch order and crops
-        self.student = make_student(cfg.out_dim, cfg.widths, cfg.hidden_dim, cfg.bottleneck_dim,
-                                    cfg.head_bn)
-        self.teacher = make_teacher(self.student)
-        self.loss_fn = DINOLoss(cfg.out_dim, cfg.warmup_teacher_temp, cfg.teacher_temp,
-                                cfg.warmup_teacher_temp_epochs, cfg.student_temp,
-                                cfg.center_momentum)
-        decay = [p for p in self.student.parameters() if p.ndim > 1]
-        no_decay = [p for p in self.student.parameters() if p.ndim <= 1]
-        self.optimizer = torch.optim.AdamW([{"params": decay},
-                                            {"params": no_decay, "weight_decay": 0.0}], lr=0.0)
-        self.lr_at = cosine_schedule(cfg.lr, cfg.min_lr, cfg.steps, 0)
-        self.wd_at = cosine_schedule(cfg.weight_decay, cfg.weight_decay_end, cfg.steps)
-        self.momentum_at = cosine_schedule(cfg.momentum_teacher, 1.0, cfg.steps)
-
-    def step(self, fn, j):
-        cfg, i = self.cfg, j % self.steps_per_epoch
-        if i == 0:
-            self.order = torch.randperm(len(self.images), generator=self.gen)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at[j]
-        self.optimizer.param_groups[0]["weight_decay"] = self.wd_at[j]
-        batch = self.images[self.order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
-        globals_, locals_ = multicrop(batch, self.gen, cfg.local_crops, cfg.global_size,
-                                      cfg.local_size, cfg.global_scale, cfg.local_scale)
-        loss = fn(self.student, self.teacher, self.loss_fn, self.optimizer, globals_, locals_,
-                  j / self.steps_per_epoch, self.momentum_at[j], cfg.clip_grad,
-                  cfg.freeze_last_layer)
-        return float(loss.detach() if hasattr(loss, "detach") else loss)
-
-    def states(self):
-        return {"the center c": self.loss_fn.state_dict(), "the student": self.student.state_dict(),
-                "the teacher": self.teacher.state_dict()}
+def _close(a, b):
+    return torch.allclose(a.double(), b.double(), rtol=RTOL, atol=ATOL)
 
 
-def _differing(ours, theirs):
-    """ names of the entries of two state dicts that differ by more than _ATOL, and the largest
-    difference """
+def _differing(got, expected):
+    """ names of the tensors of two state dicts that differ, and the largest difference """
     names, worst = [], 0.0
-    for k in theirs:
-        diff = (ours[k].double() - theirs[k].double()).abs().max().item()
-        if not diff <= _ATOL:
+    for k in expected:
+        if not _close(got[k], expected[k]):
             names.append(k)
-            worst = max(worst, diff) if diff == diff else float("nan")
+            worst = max(worst, (got[k].double() - expected[k].double()).abs().max().item())
     return names, worst
 
 
+def _teacher_mistake(teacher, before, student_after, lam, names):
+    """ which typical EMA mistake, if any, explains the learner's teacher parameters `names`
+    (None: none of them) """
+    theta_t0, theta_s0 = before["teacher"], before["student"]
+    candidates = {
+        "the EMA used the student from before optimizer.step(): update the teacher after the step":
+            lambda k: lam * theta_t0[k] + (1 - lam) * theta_s0[k],
+        "no EMA: the teacher did not move; update it after every optimizer step":
+            lambda k: theta_t0[k],
+        "lam and 1 - lam are swapped: theta_t <- lam * theta_t + (1 - lam) * theta_s keeps most "
+        "of the teacher":
+            lambda k: (1 - lam) * theta_t0[k] + lam * student_after[k],
+    }
+    matches = [hint for hint, formula in candidates.items()
+               if all(_close(teacher[k], formula(k)) for k in names)]
+    if len(matches) > 1:             # step 0: teacher = student, so the first two coincide
+        return "either " + ", or ".join(matches)
+    return matches[0] if matches else None
+
+
 _HINTS = {
-    "loss": "return loss_fn(teacher(globals_), student(globals_, locals_), epoch): the teacher "
-            "output first, the teacher on the T global crops only, the student on all crops",
+    "loss": "return the value of loss_fn(teacher(globals_), student(globals_, locals_), epoch): the "
+            "teacher's output first, the teacher on the 2 global crops only, the student on all crops",
     "the center c": "call loss_fn exactly once per step, on the raw teacher output: each call "
                     "moves the center (c <- m c + (1 - m) mean of the teacher rows)",
-    "freeze": "drop the last layer's gradient (student.head.last_layer.v.grad = None) after "
-              "clipping and before optimizer.step(), and only while epoch < freeze_last_layer",
-    "the student": "optimizer.zero_grad() before loss.backward(); then clip every parameter's "
-                   "gradient to norm <= clip_grad (clip_gradients(student, clip_grad)); then the "
-                   "last-layer freeze; then optimizer.step()",
+    "freeze": "drop the last layer's gradient (student.head.last_layer.v.grad = None) before "
+              "optimizer.step(), and only while epoch < freeze_last_layer",
+    "the student": "optimizer.zero_grad() before loss.backward() (or gradients add up over steps); "
+                   "clip every parameter's gradient to norm <= clip_grad (clip_gradients(student, "
+                   "clip_grad)); the last-layer freeze; then optimizer.step(), once",
     "the teacher": "the EMA comes after optimizer.step(), without gradients (torch.no_grad()): "
-                   "theta_t <- lam * theta_t + (1 - lam) * theta_s for every parameter, lam on "
-                   "the teacher's own value",
+                   "theta_t <- lam * theta_t + (1 - lam) * theta_s for every parameter",
 }
 
 
 def check_training_step(fn):
     """ fn(student, teacher, loss_fn, optimizer, globals_, locals_, epoch, lam, clip_grad,
     freeze_last_layer) -> the loss: one DINO training step, after which the student, the teacher
-    and the center must be those of `dino_ref.train.train`
+    and the center must be those of `dino_ref.train.train_step`
 
-    Runs 6 steps from the trainer's seed and setup (5 with the last layer frozen, then 1 without);
-    the checker sets the schedules and draws the crops, fn does the rest of each step. After every
-    step it compares the loss, the center, the student and the teacher with those of the reference
-    step run beside it (the trainer's loop body; the tests check it against `train` itself).
+    Runs 6 steps of a small run (5 with the last layer frozen, then 1 without). Before each step
+    the learner's networks, center and optimizer are set to the library's; both take the same
+    crops and schedules; then the loss, the center, the student and the teacher are compared
+    (rtol 1e-5, atol 1e-6: float32 rounding stays below, every typical mistake far above).
     """
     name = "training_step"
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(1)                      # as the trainer's threads=1; restored below
     try:
-        ours, theirs = _Run(), _Run()
-        for j in range(_STEP_CONFIG.steps):
-            loss_ref = ours.step(_reference_step, j)
+        ours, theirs = build(STEP_CONFIG), build(STEP_CONFIG)
+        for j in range(STEP_CONFIG.steps):
+            epoch, lam = j / ours.steps_per_epoch, ours.momentum_at[j]
+            before = _state(ours)
+            _load(theirs, before)
+            set_schedules(ours, j)
+            set_schedules(theirs, j)
+            globals_, locals_ = views(ours, j)
+            args = (epoch, lam, STEP_CONFIG.clip_grad, STEP_CONFIG.freeze_last_layer)
+            loss_ref, _ = train_step(ours.student, ours.teacher, ours.loss_fn, ours.optimizer,
+                                     globals_.clone(), locals_.clone(), *args)
             try:
-                loss = theirs.step(fn, j)
+                loss = fn(theirs.student, theirs.teacher, theirs.loss_fn, theirs.optimizer,
+                          globals_.clone(), locals_.clone(), *args)
             except NotImplementedError:
                 raise ExerciseFailed(f"{name}: not implemented yet (replace the "
                                      "`raise NotImplementedError` with your code)") from None
-            frozen = j / ours.steps_per_epoch < _STEP_CONFIG.freeze_last_layer
-            where = f"{name}: step {j} (epoch {j / ours.steps_per_epoch:.1f}, last layer " \
-                    f"{'frozen' if frozen else 'trained'})"
-            if not abs(loss - loss_ref) <= _ATOL:
-                raise ExerciseFailed(f"{where}: the loss is {loss:.6f}, the reference's "
-                                     f"{loss_ref:.6f}\n  hint: {_HINTS['loss']}")
-            for what, theirs_state in theirs.states().items():
-                names, worst = _differing(theirs_state, ours.states()[what])
-                if names:
-                    key = "freeze" if names == ["head.last_layer.v"] else what
-                    raise ExerciseFailed(
-                        f"{where}: {what} differs from the reference's after the step "
-                        f"({len(names)} tensor(s), e.g. {names[0]!r}, max |difference| "
-                        f"{worst:.1e})\n  hint: {_HINTS[key]}")
+            loss = float(loss.detach() if hasattr(loss, "detach") else loss)
+            frozen = epoch < STEP_CONFIG.freeze_last_layer
+            where = (f"{name}: step {j} (epoch {epoch:.1f}, lam {lam:.4f}, last layer "
+                     f"{'frozen' if frozen else 'trained'}), from the same state as the library's")
+            if not abs(loss - loss_ref.item()) <= ATOL + RTOL * abs(loss_ref.item()):
+                raise ExerciseFailed(f"{where}: the loss is {loss:.6f}, expected "
+                                     f"{loss_ref.item():.6f}\n  hint: {_HINTS['loss']}")
+            expected = {"the center c": ours.loss_fn.state_dict(),
+                        "the student": ours.student.state_dict(),
+                        "the teacher": ours.teacher.state_dict()}
+            got = {"the center c": theirs.loss_fn.state_dict(),
+                   "the student": theirs.student.state_dict(),
+                   "the teacher": theirs.teacher.state_dict()}
+            for what in expected:                     # center, student, then teacher: causes first
+                names, worst = _differing(got[what], expected[what])
+                if not names:
+                    continue
+                hint = _HINTS["freeze" if names == ["head.last_layer.v"] else what]
+                if what == "the teacher":
+                    params = [k for k, _ in theirs.teacher.named_parameters()]  # not BN statistics
+                    hint = _teacher_mistake(got[what], before, got["the student"], lam, params) or hint
+                raise ExerciseFailed(
+                    f"{where}: {what} differs from the library's after the step "
+                    f"({len(names)} tensor(s), e.g. {names[0]!r}, max |difference| {worst:.1e})"
+                    f"\n  hint: {hint}")
     finally:
         torch.set_num_threads(prev_threads)
-    print(f"{name}: passed, {_STEP_CONFIG.steps} steps agree with the trainer's step (loss, center, "
-          f"student and teacher, to {_ATOL:g})")
+    print(f"{name}: passed, {STEP_CONFIG.steps} steps agree with dino_ref.train.train_step (loss, "
+          f"center, student and teacher; rtol {RTOL:g}, atol {ATOL:g})")
     return True

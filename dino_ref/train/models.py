@@ -5,14 +5,13 @@ The backbone uses GroupNorm: a sample's features depend on that sample only. The
 BatchNorm by default, as in the paper's ResNet-50 recipe (`use_bn_in_head`); without it the
 default run goes to the uniform collapse (h(P_t) -> log K, k-NN below the random network) unless
 the head starts larger and the teacher is sharper and slower, as `--preset fig7` sets them
-(README, "the collapse study"). Its statistics are those of the whole global batch, all ranks
+(docs/fig7.md). Its statistics are those of the whole global batch, all ranks
 together (`GlobalBatchNorm1d`), so splitting a batch between processes changes nothing.
 
 The ViT (`--backbone vit`) is the paper's architecture in miniature: patch embedding, a CLS
 token, learned position embeddings (interpolated for the smaller local crops), pre-norm
 transformer blocks, a final LayerNorm; the feature is the CLS token's (or the patch tokens' mean).
-From scratch, in a few minutes of CPU, it learns no texture classes (README, "the collapse
-study"); it is here for reading and for longer runs.
+From scratch, in a few minutes of CPU, it learns no texture classes (docs/fig7.md); it is here for reading and for longer runs.
 """
 
 import copy
@@ -35,7 +34,7 @@ def conv_block(c_in, c_out, stride):
 class ConvBackbone(nn.Module):
     """ small CNN + global average pooling: any input size -> one embed_dim feature per image """
 
-    def __init__(self, widths=(32, 64, 128)):
+    def __init__(self, widths=(16, 32, 64)):
         super().__init__()
         layers, c_in = [], 3
         for i, c in enumerate(widths):
@@ -202,18 +201,17 @@ class MultiCropNet(nn.Module):
         return self.head(feats)                                       # (V, B, K)
 
 
-def make_student(out_dim, widths=(32, 64, 128), hidden_dim=256, bottleneck_dim=64, head_bn=True,
-                 backbone="cnn", vit=None, head_layers=3, head_init_std=0.02):
-    """ a freshly initialised student network; backbone "cnn" (widths) or "vit" (vit: ViTBackbone
-    keyword arguments) """
-    if backbone == "cnn":
-        backbone = ConvBackbone(widths)
-    elif backbone == "vit":
-        backbone = ViTBackbone(**(vit or {}))
+def make_student(config):
+    """ a freshly initialised student network from a Config's backbone and head fields """
+    if config.backbone == "cnn":
+        backbone = ConvBackbone(config.widths)
+    elif config.backbone == "vit":
+        backbone = ViTBackbone(config.global_size, config.patch_size, config.vit_dim,
+                               config.vit_depth, config.vit_heads, pool=config.vit_pool)
     else:
-        raise ValueError(f"backbone must be 'cnn' or 'vit', got {backbone!r}")
-    head = DINOHead(backbone.embed_dim, out_dim, hidden_dim, bottleneck_dim, head_layers,
-                    use_bn=head_bn, init_std=head_init_std)
+        raise ValueError(f"backbone must be 'cnn' or 'vit', got {config.backbone!r}")
+    head = DINOHead(backbone.embed_dim, config.out_dim, config.hidden_dim, config.bottleneck_dim,
+                    config.head_layers, use_bn=config.head_bn, init_std=config.head_init_std)
     return MultiCropNet(backbone, head)
 
 

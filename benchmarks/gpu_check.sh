@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of the Triton backend (issue 11), in one run for a session lent a CUDA device.
+# The GPU checks of the Triton backend, in one run for a session lent a CUDA device.
 #
 #     OUT=/some/folder bash benchmarks/gpu_check.sh        # from the repository root
 #

@@ -8,7 +8,7 @@ torch's OpenMP threads spin-wait at every fork/join by default; as soon as anoth
 shares the cores they steal each other's time slices. Measured on the 2-core machine at load ~6:
 60 trainer steps took 150-200 s wall (100 s CPU) that way, 28-33 s with OMP_WAIT_POLICY=PASSIVE
 (20 s CPU) and 27-28 s with one thread, same results; it is how a training cell of the collapse
-notebook ran past nbval's 600 s timeout (issue 12). The kernels wait passively unless the
+notebook ran past nbval's 600 s timeout. The kernels wait passively unless the
 variable is already set (it must be set before a process loads torch).
 """
 import os

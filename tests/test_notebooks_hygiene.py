@@ -5,7 +5,7 @@ checks the committed files themselves: run once top to bottom, no errors or stde
 machine-specific in the outputs, small enough to render on GitHub. Fix a failure by running
 `python tools/run_notebooks.py` and committing the result.
 
-It also checks the exercise convention (issue 8, item 11): at least two code cells tagged
+It also checks the exercise convention: at least two code cells tagged
 `exercise` (comment lines only), each followed by a code cell tagged `solution` whose answer lies
 between `### BEGIN SOLUTION` and `### END SOLUTION` with a `check_...(...)` call outside the
 markers, and a student copy (tools/make_student_notebooks.py) that keeps none of the answer.

@@ -206,7 +206,8 @@ def test_non_floating_inputs_raise():
 
 BAD_ARGS = [
     ({"output_dim": 0}, "output_dim"), ({"output_dim": 2.5}, "output_dim"),
-    ({"teacher_temp": 0.0}, "teacher_temp"), ({"warmup_teacher_temp": -0.1}, "warmup_teacher_temp"),
+    ({"teacher_temp": -0.1}, "teacher_temp"), ({"teacher_temp": math.nan}, "teacher_temp"),
+    ({"warmup_teacher_temp": -0.1}, "warmup_teacher_temp"), ({"student_temp": 0.0}, "student_temp"),
     ({"student_temp": math.inf}, "student_temp"), ({"center_momentum": 1.5}, "center_momentum"),
     ({"center_momentum": -0.1}, "center_momentum"), ({"warmup_teacher_temp_epochs": -1}, "warmup_teacher_temp_epochs"),
 ]

@@ -8,7 +8,7 @@ Each notebook runs top to bottom in a fresh kernel that uses *this* Python (the 
 so relative paths such as ../tests/golden resolve the same way under nbval. Prints the wall
 time, the file size and the slowest code cell (number as in the execution counts, and its time)
 of each notebook: nbval's cell timeout is 600 s, so a cell stays under 150 s on a quiet machine
-(issue 12) to pass on a machine that runs 2x slower. Run it before committing a change to a notebook or to
+to pass on a machine that runs 2x slower. Run it before committing a change to a notebook or to
 library behaviour that a notebook shows, then `pytest` checks the outputs against a fresh run.
 """
 

@@ -1,6 +1,7 @@
 """Run the paper's Appendix D ablations on the toy and store one JSON list per sweep.
 
-    python tools/run_ablations.py [--sweep teacher_temp center_momentum] [--seeds 0 1 2] [--jobs 2]
+    python tools/run_ablations.py [--sweep teacher_temp center_momentum local_crops] [--seeds 0 1 2]
+                                  [--jobs 2]
 
 Every run starts from `--preset fig7` (the CNN without BatchNorm in its head) and changes only
 the swept hyper-parameter:
@@ -8,7 +9,8 @@ the swept hyper-parameter:
                    and the warmup 0.04 -> 0.07 over the first 30 % of the run (9 of 30 epochs),
                    plus the toy's own grid around its operating point (seed 0, log-spaced
                    0.005 ... 0.1), each run marked "grid": "paper" or "toy";
-  center_momentum  m in {0, 0.9, 0.99, 0.999} at the preset's tau_t.
+  center_momentum  m in {0, 0.9, 0.99, 0.999} at the preset's tau_t;
+  local_crops      N in {0, 2, 4, 6} local crops (seed 0): are the local crops worth their cost?
 Results: notebooks/results/ablation_<sweep>.json, a list of runs, each with its `command` (the
 exact `python -m dino_ref.train ...` line; add `--metrics-json FILE` to keep its metrics).
 Runs already recorded are skipped, and a run whose configuration equals one of the committed
@@ -34,6 +36,8 @@ RESULTS = Path(__file__).resolve().parent.parent / "notebooks" / "results"
 PAPER_TEACHER_TEMPS = [0.0, 0.02, 0.04, 0.06, 0.08, (0.04, 0.07)]
 TOY_TEACHER_TEMPS = [0.005, 0.0075, 0.01, 0.0125, 0.015, 0.025, 0.05, 0.1]
 CENTER_MOMENTA = [0.0, 0.9, 0.99, 0.999]
+LOCAL_CROPS = [0, 2, 4, 6]
+SWEEPS = ["teacher_temp", "center_momentum", "local_crops"]
 WARMUP_FRACTION = 0.3          # the paper ramps tau_t over 30 of its 100 epochs
 PRESET_EPOCHS = 30
 
@@ -42,6 +46,8 @@ def flags(sweep, setting):
     """ the flags after `--preset fig7` that set one value of a sweep """
     if sweep == "center_momentum":
         return ["--center-momentum", f"{setting:g}"]
+    if sweep == "local_crops":
+        return ["--local-crops", str(setting)]
     if isinstance(setting, (tuple, list)):                            # the warmup, as its two ends
         warm, final = setting
         return ["--warmup-teacher-temp", f"{warm:g}", "--teacher-temp", f"{final:g}",
@@ -64,6 +70,8 @@ def plan(sweeps, seeds):
                 todo += [("teacher_temp", "toy", s, seed) for s in TOY_TEACHER_TEMPS]
         if "center_momentum" in sweeps:
             todo += [("center_momentum", "paper", s, seed) for s in CENTER_MOMENTA]
+        if "local_crops" in sweeps and seed == 0:
+            todo += [("local_crops", "toy", s, seed) for s in LOCAL_CROPS]
     return todo
 
 
@@ -141,8 +149,7 @@ def save(sweep, runs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sweep", nargs="+", default=["teacher_temp", "center_momentum"],
-                        choices=["teacher_temp", "center_momentum"], help="(default: both)")
+    parser.add_argument("--sweep", nargs="+", default=SWEEPS, choices=SWEEPS, help="(default: all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="(default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (default: %(default)s)")
     parser.add_argument("--dry-run", action="store_true", help="list the commands, run nothing")

@@ -75,6 +75,11 @@ def plan(sweeps, seeds):
     return todo
 
 
+def final_value(setting):
+    """ the swept value; a warmup by the value it ends at """
+    return setting[-1] if isinstance(setting, (tuple, list)) else setting
+
+
 def key(sweep, grid, setting, seed):
     setting = list(setting) if isinstance(setting, (tuple, list)) else setting
     return json.dumps([sweep, grid, setting, seed])
@@ -152,13 +157,17 @@ def main():
     parser.add_argument("--sweep", nargs="+", default=SWEEPS, choices=SWEEPS, help="(default: all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="(default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (default: %(default)s)")
+    parser.add_argument("--settings", nargs="+", type=float, default=None, metavar="X",
+                        help="only these values of the swept parameter (a warmup by its final "
+                             "value; default: the whole grid)")
     parser.add_argument("--dry-run", action="store_true", help="list the commands, run nothing")
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
     results = {s: load(s) for s in args.sweep}
     done = {key(r["sweep"], r["grid"], r["setting"], r["seed"]) for rs in results.values() for r in rs}
-    todo = [t for t in plan(args.sweep, args.seeds) if key(*t) not in done]
+    todo = [t for t in plan(args.sweep, args.seeds) if key(*t) not in done
+            and (args.settings is None or final_value(t[2]) in args.settings)]
     lock = threading.Lock()
 
     def one(task):

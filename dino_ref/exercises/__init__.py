@@ -13,8 +13,9 @@ from .centering import *        # noqa: F401,F403  notebook 03
 from .loss import *             # noqa: F401,F403  notebook 04
 from .training import *         # noqa: F401,F403  notebook 05
 from .collapse import *         # noqa: F401,F403  notebook 06
-from .engineering import *      # noqa: F401,F403  notebook 07
+from .ablations import *        # noqa: F401,F403  notebook 07
+from .engineering import *      # noqa: F401,F403  notebook 09
 
 __all__ = ["ExerciseFailed", "check_function"]
-for _module in (pairing, sharpening, centering, loss, training, collapse, engineering):  # noqa: F405
+for _module in (pairing, sharpening, centering, loss, training, collapse, ablations, engineering):  # noqa: F405
     __all__ += _module.__all__

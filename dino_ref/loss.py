@@ -91,7 +91,8 @@ class DINOLoss(nn.Module):
         self._check_center_device(teacher)
         dtype = compute_dtype(teacher, student)
         tau_t = self.teacher_temperature(epoch)
-        if use_triton(self.backend, student, dtype):                 # teacher, loss, center: 3 kernels
+        # hard targets (tau_t = 0) run eagerly under "auto"; an explicit "triton" refuses them
+        if use_triton(self.backend, student, dtype) and (tau_t > 0 or self.backend == "triton"):
             from .triton_kernels import dino_loss
             distributed = dist.is_available() and dist.is_initialized()
             fused_center = update_center and not distributed

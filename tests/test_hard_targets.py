@@ -71,3 +71,15 @@ def test_negative_and_non_finite_teacher_temperatures_stay_refused(value):
     for cls in (DINOLoss, numpy_ref.DINOLoss):
         with pytest.raises(ValueError, match="teacher_temp"):
             cls(8, teacher_temp=value)
+
+
+@pytest.mark.triton
+def test_the_triton_backend_refuses_hard_targets_and_auto_takes_the_eager_path(monkeypatch):
+    pytest.importorskip("triton")
+    from dino_ref import triton_kernels
+    t, s = torch.randn(2, 2, 8), torch.randn(3, 2, 8)
+    with pytest.raises(ValueError, match="teacher_temp > 0"):
+        triton_kernels.dino_loss(t, s, torch.zeros(1, 1, 8), 0.0, 0.1)
+    ref = numpy_ref.DINOLoss(8, warmup_teacher_temp=0.0, teacher_temp=0.0)
+    auto = DINOLoss(8, warmup_teacher_temp=0.0, teacher_temp=0.0, backend="auto")
+    assert abs(auto(t, s).item() - ref(t.double().numpy(), s.double().numpy())) < 1e-5

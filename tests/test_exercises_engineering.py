@@ -1,4 +1,4 @@
-"""The checkers of notebook 07's exercises accept the solution and reject the typical mistakes."""
+"""The checkers of notebook 09's exercises accept the solution and reject the typical mistakes."""
 
 import numpy as np
 import pytest

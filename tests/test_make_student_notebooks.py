@@ -138,20 +138,75 @@ def test_a_markdown_solution_cell_is_an_error():
         msn.student_copy(nbformat.v4.new_notebook(cells=[cell]))
 
 
-def test_writes_copies_and_refuses_to_overwrite_the_notebooks(tmp_path, monkeypatch):
-    source = tmp_path / "notebooks"
-    source.mkdir()
+def test_writes_copies_with_their_data_and_refuses_to_overwrite_the_notebooks(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    source = repo / "notebooks"
+    (source / "results").mkdir(parents=True)
     nbformat.write(synthetic_notebook(), source / "01_demo.ipynb")
     (source / "NOTATION.md").write_text("| symbol |\n")
+    (source / "results" / "run.json").write_text("{}")
     monkeypatch.setattr(msn, "NOTEBOOKS", source)
+    monkeypatch.setattr(msn, "DATA", [(source / "results", "results"), (repo / "missing", "golden")])
     written = msn.write_student_notebooks(tmp_path / "student")
     assert [p.name for p in written] == ["01_demo.ipynb"]
     assert (tmp_path / "student" / "NOTATION.md").read_text() == "| symbol |\n"
+    assert (tmp_path / "student" / "results" / "run.json").read_text() == "{}"
     assert nbformat.read(written[0], as_version=4).cells[4].source == SOLUTION_STUB
-    with pytest.raises(ValueError, match="overwrite"):
-        msn.write_student_notebooks(source)
+    for inside in (source, repo):
+        with pytest.raises(ValueError, match="overwrite"):
+            msn.write_student_notebooks(inside)
     with pytest.raises(FileNotFoundError):
         msn.write_student_notebooks(tmp_path / "student", ["02_missing"])
+
+
+def test_a_course_folder_holds_the_solutions_without_outputs(tmp_path, monkeypatch):
+    source = tmp_path / "notebooks"
+    source.mkdir()
+    nbformat.write(synthetic_notebook(), source / "01_demo.ipynb")
+    monkeypatch.setattr(msn, "NOTEBOOKS", source)
+    monkeypatch.setattr(msn, "DATA", [])
+    [path] = msn.write_course(tmp_path / "course")
+    assert path == tmp_path / "course" / "source" / msn.ASSIGNMENT / "01_demo.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[4].source == SOLUTION and not nb.cells[4].outputs
+    config = (tmp_path / "course" / "nbgrader_config.py").read_text()
+    assert repr(msn.STUB).strip("'") in config
+
+
+def two_exercises():
+    return nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("## Exercises"),
+        code(EXERCISE, tags=["exercise"], outputs=False),
+        code(SOLUTION, tags=["solution"]),
+        code("# Exercise 1.2 — the center", tags=["exercise"], outputs=False),
+        code(TWO_REGIONS, tags=["solution"]),
+    ])
+
+
+def test_annotate_adds_locked_test_cells_and_nbgrader_metadata():
+    nb = two_exercises()
+    assert msn.annotate(nb) == 2
+    kinds = [(c.metadata.get("tags", []), c.metadata.get("nbgrader", {})) for c in nb.cells]
+    assert len(nb.cells) == 7
+    task, answer, test = (kinds[k][1] for k in (1, 2, 3))
+    assert task == {"grade": False, "grade_id": "ex_1_1_task", "locked": True, "schema_version": 3,
+                    "solution": False}
+    assert answer["solution"] and not answer["locked"] and answer["grade_id"] == "ex_1_1_answer"
+    assert test["grade"] and test["locked"] and test["points"] == msn.DEFAULT_POINTS
+    assert nb.cells[3].source.splitlines()[1:] == ["check_pair_count(pair_count)"]
+    assert nb.cells[6].source.splitlines()[1:] == ["check_center(Center)"]
+    assert "secret" not in nb.cells[3].source
+    nb.cells[3].metadata["nbgrader"]["points"] = 5                 # set by hand: kept
+    again = msn.annotated(nb)
+    assert again == nb and msn.points(again) == {"ex_1_1_check": 5, "ex_1_2_check": 2}
+    nbformat.validate(nb)
+
+
+def test_annotate_refuses_a_solution_without_a_checker():
+    nb = two_exercises()
+    nb.cells[2].source = "def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION"
+    with pytest.raises(ValueError, match="check_"):
+        msn.annotate(nb)
 
 
 def solution_lines(source):

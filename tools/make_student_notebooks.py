@@ -1,32 +1,58 @@
-"""Write the student copies of the notebooks: solutions stubbed out, outputs cleared.
+"""Write the student copies of the notebooks (solutions stubbed out, outputs cleared), with the
+data they read; or an nbgrader course folder; or add the nbgrader metadata to the notebooks.
 
-    python tools/make_student_notebooks.py student                 # every notebooks/NN_*.ipynb
-    python tools/make_student_notebooks.py student 01_multicrop_pairing 03_centering
+    python tools/make_student_notebooks.py handout                 # every notebooks/NN_*.ipynb
+    python tools/make_student_notebooks.py handout 01_multicrop_pairing 03_centering
+    python tools/make_student_notebooks.py --course course         # nbgrader: course/source/dino/
+    python tools/make_student_notebooks.py --annotate              # notebooks/: nbgrader metadata
+
+The handout folder can be anywhere (outside the repository too): it receives the notebooks, the
+markdown files of notebooks/ (NOTATION.md, so the links resolve) and the data the notebooks read,
+`results/` (the committed runs of notebooks/results/) and `golden/` (tests/golden/). Each copy then
+runs top to bottom with only the package installed; the only errors are the exercises' own
+"not implemented yet" until a learner fills in the answers.
 
 In each code cell tagged `solution`, every region from a `### BEGIN SOLUTION` line to the next
 `### END SOLUTION` line (markers included) becomes one `raise NotImplementedError` line at the
-BEGIN marker's indentation; what lies outside the markers (the `def` line, the checker call)
-stays. A `solution` cell without markers becomes `raise NotImplementedError` whole. Cells tagged
-`exercise` and all other cells are kept as they are. Every code cell loses its outputs and
-execution count, so the copy is what an instructor hands out; a learner's run then reports
-"not implemented yet" from each checker until the stub is replaced.
+BEGIN marker's indentation (what `nbgrader generate_assignment` writes with the course folder's
+configuration); what lies outside the markers (the `def` line, the checker call) stays. A
+`solution` cell without markers becomes `raise NotImplementedError` whole. A marker that is not
+alone on its line, a BEGIN without its END and an END without its BEGIN are errors, never a
+silent partial copy. Every code cell loses its outputs and execution count.
 
-The markdown files of notebooks/ (NOTATION.md) are copied along, so the links still resolve.
-Put OUTDIR one level below the repository root (e.g. `student/`): a notebook may read data
-relative to notebooks/ (04 reads ../tests/golden). A marker that is not alone on its line, a
-BEGIN without its END and an END without its BEGIN are errors, never a silent partial copy.
+The exercise convention that the tool relies on: a code cell tagged `exercise` (the task, in
+comments, its first line `# Exercise N.M — title`), then a code cell tagged `solution` (the
+answer between the markers, then a `check_...(...)` call). `--annotate` adds, after each
+solution cell, a locked cell that calls the checker again (the autograded test cell, with its
+points), and nbgrader metadata to the three cells: the task read-only, the answer an autograded
+answer, the test cell graded. It is idempotent and keeps points set by hand; run it after adding
+an exercise, then re-run the notebook (tools/run_notebooks.py).
 """
 
 import argparse
 import pathlib
+import re
 import shutil
 import sys
 
 import nbformat
 
-NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+# what the notebooks read, copied into every handout and assignment: (folder here, name there)
+DATA = [(NOTEBOOKS / "results", "results"), (ROOT / "tests" / "golden", "golden")]
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB = "raise NotImplementedError"
+ASSIGNMENT = "dino"
+DEFAULT_POINTS = 2
+CHECK_LINE = re.compile(r"^(?:assert\s+)?(?:[\w.]+\.)?check_\w+\(.*\)\s*$")
+TITLE = re.compile(r"Exercise\s+(\d+)\.(\d+)")
+GRADED_NOTE = "# Autograded, locked: runs the checker on your function again"
+NBGRADER_CONFIG = f'''c = get_config()  # noqa: F821  (nbgrader's configuration, written by {pathlib.Path(__file__).name})
+c.CourseDirectory.root = "."
+c.ClearSolutions.code_stub = {{"python": "{STUB}"}}  # as the handout made by the tool
+c.Execute.timeout = 600  # seconds per cell, as nbval's
+'''
 
 
 def find(names):
@@ -85,6 +111,12 @@ def student_copy(nb):
                 cell.source = strip_solution(cell.source)
             except ValueError as err:
                 raise ValueError(f"cell {n}: {err}") from None
+    return cleared(nb)
+
+
+def cleared(nb):
+    """ nb with every code cell's outputs and execution count removed (in place) """
+    for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
@@ -92,11 +124,98 @@ def student_copy(nb):
     return nb
 
 
+# --- nbgrader metadata ---
+
+def nbgrader_meta(grade_id, *, solution=False, grade=False, locked=False, points=None):
+    meta = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3,
+            "solution": solution}
+    if grade:
+        meta["points"] = points
+    return meta
+
+
+def is_test_cell(cell):
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return bool(meta.get("grade")) and not meta.get("solution")
+
+
+def check_lines(source):
+    """ the checker calls of a solution cell: top-level lines outside the markers """
+    lines = [line for line in strip_solution(source).splitlines() if CHECK_LINE.match(line)]
+    if not lines:
+        raise ValueError("no top-level check_...(...) line outside the solution markers")
+    return lines
+
+
+def annotate(nb):
+    """ nb (in place) with a test cell after each solution and nbgrader metadata on the task, the
+    answer and the test cell; returns the number of exercises """
+    n, k = 0, 0
+    while n < len(nb.cells):
+        cell = nb.cells[n]
+        if "exercise" not in tags(cell):
+            n += 1
+            continue
+        k += 1
+        if n + 1 >= len(nb.cells) or "solution" not in tags(nb.cells[n + 1]):
+            raise ValueError(f"cell {n}: an 'exercise' cell must be followed by its 'solution' cell")
+        title = TITLE.search(cell.source)
+        base = f"ex_{title[1]}_{title[2]}" if title else f"ex_{k}"
+        answer = nb.cells[n + 1]
+        cell.metadata["nbgrader"] = nbgrader_meta(f"{base}_task", locked=True)
+        answer.metadata["nbgrader"] = nbgrader_meta(f"{base}_answer", solution=True)
+        try:
+            source = "\n".join([GRADED_NOTE, *check_lines(answer.source)])
+        except ValueError as err:
+            raise ValueError(f"cell {n + 1}: {err}") from None
+        if n + 2 < len(nb.cells) and is_test_cell(nb.cells[n + 2]):
+            test = nb.cells[n + 2]
+            points = test.metadata["nbgrader"].get("points", DEFAULT_POINTS)
+            test.source = source
+        else:
+            test = nbformat.v4.new_code_cell(source)
+            test.id = f"{base}_check".replace("_", "-")
+            nb.cells.insert(n + 2, test)
+            points = DEFAULT_POINTS
+        test.metadata["nbgrader"] = nbgrader_meta(f"{base}_check", grade=True, locked=True,
+                                                  points=points)
+        n += 3
+    return k
+
+
+def annotated(nb):
+    """ a copy of nb with its nbgrader metadata and test cells as --annotate writes them """
+    nb = nbformat.from_dict(nb)
+    annotate(nb)
+    return nb
+
+
+def points(nb):
+    """ {grade_id of each test cell: points} """
+    return {c.metadata["nbgrader"]["grade_id"]: c.metadata["nbgrader"]["points"]
+            for c in nb.cells if is_test_cell(c)}
+
+
+# --- writing ---
+
+def copy_data(outdir):
+    """ the markdown files of notebooks/ and the data folders the notebooks read, into outdir """
+    for doc in sorted(NOTEBOOKS.glob("*.md")):
+        shutil.copyfile(doc, outdir / doc.name)
+    for folder, name in DATA:
+        if folder.is_dir():
+            shutil.copytree(folder, outdir / name, dirs_exist_ok=True)
+
+
+def _check_outdir(outdir):
+    if outdir == NOTEBOOKS.resolve() or NOTEBOOKS.resolve().is_relative_to(outdir):
+        raise ValueError(f"{outdir} is or holds notebooks/: that would overwrite the solutions")
+
+
 def write_student_notebooks(outdir, names=()):
-    """ write the copies into outdir (created if needed); returns the paths written """
+    """ write the copies and their data into outdir (created if needed); returns the paths written """
     outdir = pathlib.Path(outdir).resolve()
-    if outdir == NOTEBOOKS.resolve():
-        raise ValueError("OUTDIR is notebooks/ itself: that would overwrite the solutions")
+    _check_outdir(outdir)
     paths = find(names)
     outdir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -109,18 +228,54 @@ def write_student_notebooks(outdir, names=()):
         target = outdir / path.name
         nbformat.write(nb, target)
         written.append(target)
-    for doc in sorted(NOTEBOOKS.glob("*.md")):
-        shutil.copyfile(doc, outdir / doc.name)
+    copy_data(outdir)
+    return written
+
+
+def write_course(course, names=(), assignment=ASSIGNMENT):
+    """ an nbgrader course folder: nbgrader_config.py and source/<assignment>/ (the notebooks with
+    their solutions, outputs cleared, and their data); returns the notebooks written """
+    course = pathlib.Path(course).resolve()
+    _check_outdir(course)
+    source = course / "source" / assignment
+    source.mkdir(parents=True, exist_ok=True)
+    (course / "nbgrader_config.py").write_text(NBGRADER_CONFIG)
+    written = []
+    for path in find(names):
+        nb = cleared(nbformat.read(path, as_version=4))
+        nbformat.write(nb, source / path.name)
+        written.append(source / path.name)
+    copy_data(source)
     return written
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("outdir", help="folder for the student copies (created if needed)")
-    parser.add_argument("names", nargs="*", help="notebooks to copy (default: all)")
+    parser.add_argument("outdir", nargs="?", help="folder for the student copies (created if needed)")
+    parser.add_argument("names", nargs="*", help="notebooks (default: all)")
+    parser.add_argument("--course", metavar="DIR", help="write an nbgrader course folder instead")
+    parser.add_argument("--annotate", action="store_true",
+                        help="add the test cells and nbgrader metadata to notebooks/ in place")
     args = parser.parse_args()
+    names = ([args.outdir] if args.outdir else []) + args.names if (args.course or args.annotate) \
+        else args.names
     try:
-        written = write_student_notebooks(args.outdir, args.names)
+        if args.annotate:
+            for path in find(names):
+                nb = nbformat.read(path, as_version=4)
+                new = annotated(nb)
+                if new != nb:
+                    nbformat.write(new, path)
+                    print(f"{path.name}: annotated (re-run it: python tools/run_notebooks.py {path.stem})")
+            return 0
+        if args.course:
+            written = write_course(args.course, names)
+            print(f"nbgrader course folder {pathlib.Path(args.course)}: {len(written)} notebooks in "
+                  f"source/{ASSIGNMENT}/; next: cd {args.course} && nbgrader generate_assignment {ASSIGNMENT}")
+            return 0
+        if not args.outdir:
+            parser.error("give OUTDIR, --course DIR or --annotate")
+        written = write_student_notebooks(args.outdir, names)
     except (ValueError, FileNotFoundError) as err:
         sys.exit(f"make_student_notebooks: {err}")
     for target in written:

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of notebook 07 (engineering appendix), see dino_ref.exercises.
+"""Checkers for the exercises of notebook 09 (engineering appendix), see dino_ref.exercises.
 
 Uneven batches: micro-batches of gradient accumulation, shards of data-parallel ranks. Each checker
 rebuilds the whole batch's loss and gradient (or center) from the pieces with the learner's

@@ -3,7 +3,8 @@
 Each compares the learner's function with the library: the momentum schedule with
 `dino_ref.train.cosine_schedule`, the head's logits with the head's `WeightNormLinear` on an
 L2-normalised input (seeded random cases), and a whole training step with
-`dino_ref.train.train_step`, graded one step at a time from the same state.
+`dino_ref.train.train_step`, graded one step at a time from the same state; a step with gradient
+accumulation over micro-batches against `train_step` on the whole batch, in float64.
 """
 
 import copy
@@ -16,7 +17,8 @@ from ..train import Config, build, cosine_schedule, set_schedules, train_step, v
 from ..train.models import WeightNormLinear
 from ._core import ExerciseFailed, check_function
 
-__all__ = ["check_momentum_schedule", "check_cosine_logits", "check_training_step"]
+__all__ = ["check_momentum_schedule", "check_cosine_logits", "check_training_step",
+           "check_accumulated_step"]
 
 
 def check_momentum_schedule(fn):
@@ -201,4 +203,97 @@ def check_training_step(fn):
         torch.set_num_threads(prev_threads)
     print(f"{name}: passed, {STEP_CONFIG.steps} steps agree with dino_ref.train.train_step (loss, "
           f"center, student and teacher; rtol {RTOL:g}, atol {ATOL:g})")
+    return True
+
+
+# The accumulated step: the same short run without BatchNorm in the head (the backbone's GroupNorm
+# works per sample, so a micro-batch's outputs are those rows of the whole batch's outputs), 9 rows
+# (splits such as 5 + 4 and 3 + 3 + 3 and 2 + 2 + 2 + 2 + 1), in float64: rounding then stays
+# near 1e-16, far below the tolerance, whichever way the rows are split and the sums ordered.
+ACCUMULATION_CONFIG = Config(train_per_class=4, test_per_class=1, batch_size=9, steps=6,
+                             warmup_epochs=0, clip_grad=0.3, momentum_teacher=0.9, threads=1,
+                             head_bn=False)
+N_MICRO = [2, 3, 1, 5, 9, 4]          # micro-batches at steps 0 ... 5 (1: the plain step)
+
+_ACCUMULATION_HINTS = {
+    "loss": "return the loss of the whole batch: each micro-batch's loss is a mean over its B_k "
+            "rows, so the whole batch's is sum_k (B_k / B) * L_k (not the plain mean of the L_k "
+            "when the B_k differ)",
+    "the center c": "update the center once per step with the teacher outputs of all B rows: "
+                    "loss_fn(t_k, s_k, epoch, update_center=False) for each micro-batch, then "
+                    "loss_fn.update_center(the teacher outputs concatenated along the batch axis, "
+                    "dim=1); and the teacher must not move before that: one optimizer.step() and "
+                    "one EMA update, after the last micro-batch",
+    "freeze": "drop the last layer's gradient (student.head.last_layer.v.grad = None) after the "
+              "last micro-batch, before optimizer.step(), only while epoch < freeze_last_layer",
+    "the student": "zero the gradients once, before the first micro-batch; backward() each "
+                   "micro-batch's loss times B_k / B (so that the gradients add up to the whole "
+                   "batch's); then clip, freeze and optimizer.step() once, after the last one",
+    "the teacher": "one EMA update per step, after optimizer.step() (not one per micro-batch)",
+}
+
+
+def check_accumulated_step(fn):
+    """ fn(student, teacher, loss_fn, optimizer, globals_, locals_, epoch, lam, clip_grad,
+    freeze_last_layer, n_micro) -> the loss: one DINO step whose batch of B rows goes through the
+    networks in n_micro micro-batches (gradient accumulation), after which the loss, the center,
+    the student and the teacher must be those of `dino_ref.train.train_step` on the whole batch
+
+    Runs 6 steps of a small run in float64, n_micro from 1 to 9 (uneven splits of B = 9 rows
+    included), each from the library's state (teacher forcing); rtol 1e-5, atol 1e-6.
+    """
+    name = "accumulated_step"
+    config = ACCUMULATION_CONFIG
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ours, theirs = build(config), build(config)
+        for run in (ours, theirs):
+            for module in (run.student, run.teacher, run.loss_fn):
+                module.double()            # in place: the optimizer keeps the same parameters
+        for j in range(config.steps):
+            epoch, lam, n_micro = j / ours.steps_per_epoch, ours.momentum_at[j], N_MICRO[j]
+            before = _state(ours)
+            _load(theirs, before)
+            set_schedules(ours, j)
+            set_schedules(theirs, j)
+            globals_, locals_ = (x.double() for x in views(ours, j))
+            args = (epoch, lam, config.clip_grad, config.freeze_last_layer)
+            loss_ref, _ = train_step(ours.student, ours.teacher, ours.loss_fn, ours.optimizer,
+                                     globals_.clone(), locals_.clone(), *args)
+            try:
+                loss = fn(theirs.student, theirs.teacher, theirs.loss_fn, theirs.optimizer,
+                          globals_.clone(), locals_.clone(), *args, n_micro)
+            except NotImplementedError:
+                raise ExerciseFailed(f"{name}: not implemented yet (replace the "
+                                     "`raise NotImplementedError` with your code)") from None
+            loss = float(loss.detach() if hasattr(loss, "detach") else loss)
+            frozen = epoch < config.freeze_last_layer
+            T, B = globals_.shape[:2]
+            where = (f"{name}: step {j} with n_micro = {n_micro} (globals_ (T={T}, B={B}, 3, "
+                     f"{globals_.shape[-1]}, {globals_.shape[-1]}), locals_ (S-T={locals_.shape[0]}, "
+                     f"B={B}, 3, {locals_.shape[-1]}, {locals_.shape[-1]}), epoch {epoch:.1f}, "
+                     f"lam {lam:.4f}, last layer {'frozen' if frozen else 'trained'}), from the "
+                     f"library's state")
+            for what, module in (("the center c", "loss_fn"), ("loss", None),
+                                 ("the student", "student"), ("the teacher", "teacher")):
+                if module is None:        # the center first: one update per micro-batch moves both
+                    if not abs(loss - loss_ref.item()) <= ATOL + RTOL * abs(loss_ref.item()):
+                        raise ExerciseFailed(f"{where}: the loss is {loss:.8f}, expected "
+                                             f"{loss_ref.item():.8f} (train_step on the whole "
+                                             f"batch)\n  hint: {_ACCUMULATION_HINTS['loss']}")
+                    continue
+                expected = getattr(ours, module).state_dict()
+                names, worst = _differing(getattr(theirs, module).state_dict(), expected)
+                if names:
+                    key = "freeze" if names == ["head.last_layer.v"] else what
+                    raise ExerciseFailed(
+                        f"{where}: {what} differs from train_step's on the whole batch "
+                        f"({len(names)} tensor(s), e.g. {names[0]!r}, max |difference| "
+                        f"{worst:.1e})\n  hint: {_ACCUMULATION_HINTS[key]}")
+    finally:
+        torch.set_num_threads(prev_threads)
+    print(f"{name}: passed, {config.steps} steps with 1 to {max(N_MICRO)} micro-batches agree with "
+          f"dino_ref.train.train_step on the whole batch (loss, center, student and teacher; "
+          f"float64, rtol {RTOL:g}, atol {ATOL:g})")
     return True

@@ -1,6 +1,8 @@
 """The checker machinery shared by all exercises: run a learner's function and the reference on
 the same random cases, print one line on success, raise `ExerciseFailed` with a hint otherwise."""
 
+import inspect
+
 import numpy as np
 
 __all__ = ["ExerciseFailed", "check_function"]
@@ -30,7 +32,7 @@ def check_function(name, fn, reference, cases, hint, rtol=1e-6, atol=1e-9,
         if got.shape != expected.shape or not np.allclose(got, expected, rtol=rtol, atol=atol):
             raise ExerciseFailed(
                 f"{name}: case {k + 1} of {len(cases)} differs from the reference.\n"
-                f"  inputs:   {_describe(args)}\n"
+                f"  inputs:   {_describe(args, _names(fn, len(args)))}\n"
                 f"  expected: {_short(expected)}\n"
                 f"  got:      {_short(got)}\n"
                 f"  hint: {hint}")
@@ -49,8 +51,23 @@ def _to_numpy(x):
     return x
 
 
-def _describe(args):
-    return ", ".join(f"array{a.shape}" if isinstance(a, np.ndarray) else repr(a) for a in args)
+def _names(fn, n):
+    """ the names of fn's n positional parameters, or None (e.g. for fn(*args)) """
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if len(params) != n or any(p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                               for p in params):
+        return None
+    return [p.name for p in params]
+
+
+def _describe(args, names=None):
+    """ every input by name: arrays with their shape, numbers and tuples with their value """
+    names = names or [f"argument {k}" for k in range(len(args))]
+    return ", ".join(f"{name} {a.shape}" if isinstance(a, np.ndarray) else f"{name} = {a!r}"
+                     for name, a in zip(names, args))
 
 
 def _short(x):

@@ -196,9 +196,12 @@ def test_annotate_adds_locked_test_cells_and_nbgrader_metadata():
     assert nb.cells[3].source.splitlines()[1:] == ["check_pair_count(pair_count)"]
     assert nb.cells[6].source.splitlines()[1:] == ["check_center(Center)"]
     assert "secret" not in nb.cells[3].source
-    nb.cells[3].metadata["nbgrader"]["points"] = 5                 # set by hand: kept
+    assert nb.cells[3].source.startswith("# Autograded, locked (2 points)")
+    nb.cells[3].metadata["nbgrader"]["points"] = 1                 # set by hand: kept, and shown
     again = msn.annotated(nb)
-    assert again == nb and msn.points(again) == {"ex_1_1_check": 5, "ex_1_2_check": 2}
+    assert msn.points(again) == {"ex_1_1_check": 1, "ex_1_2_check": 2}
+    assert again.cells[3].source.startswith("# Autograded, locked (1 point)")
+    assert msn.annotated(again) == again
     nbformat.validate(nb)
 
 

@@ -47,7 +47,7 @@ ASSIGNMENT = "dino"
 DEFAULT_POINTS = 2
 CHECK_LINE = re.compile(r"^(?:assert\s+)?(?:[\w.]+\.)?check_\w+\(.*\)\s*$")
 TITLE = re.compile(r"Exercise\s+(\d+)\.(\d+)")
-GRADED_NOTE = "# Autograded, locked: runs the checker on your function again"
+GRADED_NOTE = "# Autograded, locked ({points} point{s}): runs the checker on your function again"
 NBGRADER_CONFIG = f'''c = get_config()  # noqa: F821  (nbgrader's configuration, written by {pathlib.Path(__file__).name})
 c.CourseDirectory.root = "."
 c.ClearSolutions.code_stub = {{"python": "{STUB}"}}  # as the handout made by the tool
@@ -165,18 +165,19 @@ def annotate(nb):
         cell.metadata["nbgrader"] = nbgrader_meta(f"{base}_task", locked=True)
         answer.metadata["nbgrader"] = nbgrader_meta(f"{base}_answer", solution=True)
         try:
-            source = "\n".join([GRADED_NOTE, *check_lines(answer.source)])
+            checks = check_lines(answer.source)
         except ValueError as err:
             raise ValueError(f"cell {n + 1}: {err}") from None
         if n + 2 < len(nb.cells) and is_test_cell(nb.cells[n + 2]):
             test = nb.cells[n + 2]
             points = test.metadata["nbgrader"].get("points", DEFAULT_POINTS)
-            test.source = source
         else:
-            test = nbformat.v4.new_code_cell(source)
+            test = nbformat.v4.new_code_cell()
             test.id = f"{base}_check".replace("_", "-")
             nb.cells.insert(n + 2, test)
             points = DEFAULT_POINTS
+        note = GRADED_NOTE.format(points=points, s="" if points == 1 else "s")
+        test.source = "\n".join([note, *checks])
         test.metadata["nbgrader"] = nbgrader_meta(f"{base}_check", grade=True, locked=True,
                                                   points=points)
         n += 3

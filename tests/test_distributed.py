@@ -1,9 +1,12 @@
-"""torch.distributed: two gloo processes on loopback with uneven shards, against one process.
+"""torch.distributed: two gloo processes on loopback with uneven shards against one process (the
+loss, DDP gradients with no_sync, and the trainer under torchrun).
 
 The ranks run in a child process in its own session (`process_group.run_in_own_session`): on a
 timeout the whole group is killed, and no worker may outlive the test.
 """
 import contextlib
+import json
+import subprocess
 import sys
 import time
 
@@ -12,6 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from process_group import run_in_own_session
+from tiny_run import TINY_FLAGS, free_port, subprocess_env
 
 from dino_ref import DINOLoss
 
@@ -165,6 +169,36 @@ def test_a_leftover_process_fails_the_run_and_is_killed():
     with pytest.raises(AssertionError, match="ran past"):
         run_in_own_session(detached, timeout=2)
     assert time.monotonic() - start < 30
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_the_trainer_on_two_gloo_processes_matches_one(tmp_path):
+    steps = ["--steps", "3", "--no-progress", *TINY_FLAGS]
+    one = subprocess.run([sys.executable, "-m", "dino_ref.train", *steps, "--threads", "1",
+                          "--metrics-json", str(tmp_path / "one.json"), "--save", str(tmp_path / "one.pt")],
+                         capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert one.returncode == 0, one.stderr
+    # its own session: on a timeout the whole group dies, and no worker may outlive the run
+    two = run_in_own_session([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
+                              "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+                              "--master-port", str(free_port()), "-m", "dino_ref.train", *steps,
+                              "--metrics-json", str(tmp_path / "two.json"), "--save", str(tmp_path / "two.pt")],
+                             env=subprocess_env(), timeout=300)
+    assert two.returncode == 0, two.stderr
+    h1 = json.loads((tmp_path / "one.json").read_text())
+    h2 = json.loads((tmp_path / "two.json").read_text())
+    assert h2["final"]["world_size"] == 2
+    assert len(h1["history"]) == 3
+    for r1, r2 in zip(h1["history"], h2["history"], strict=True):
+        assert abs(r1["loss"] - r2["loss"]) < 1e-4
+        assert abs(r1["teacher_entropy"] - r2["teacher_entropy"]) < 1e-4
+    c1 = torch.load(tmp_path / "one.pt")
+    c2 = torch.load(tmp_path / "two.pt")
+    assert torch.allclose(c1["dino_loss"]["center"], c2["dino_loss"]["center"], atol=1e-5)
+    assert c1["dino_loss"]["center"].abs().max() > 0
+    assert c1["teacher"]
+    for k, v in c1["teacher"].items():
+        assert torch.allclose(v, c2["teacher"][k], atol=1e-4), k
 
 
 if __name__ == "__main__":                                            # the ranks, for two_ranks

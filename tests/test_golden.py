@@ -18,6 +18,15 @@ def test_six_golden_cases_present():
     assert len(GOLDEN_FILES) == 6
 
 
+def test_each_golden_case_holds_three_calls():
+    """ the loops below compare every stored call: none may be empty """
+    for path in GOLDEN_FILES:
+        g = np.load(path)
+        assert len(g["epochs"]) == 3, path.name
+        for key in ["teacher_temp_used", "loss", "grad_student", "center"]:
+            assert len(g[key]) == 3, (path.name, key)
+
+
 def test_numpy_reference_matches_golden(golden):
     loss_fn = numpy_ref.DINOLoss(**golden_kwargs(golden))
     for k, epoch in enumerate(golden["epochs"]):

@@ -1,14 +1,12 @@
-"""Backbone, DINO head, EMA teacher, and the loss = h + KL identity on network outputs."""
+"""The networks: CNN and ViT backbones, the DINO head, the EMA teacher."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dino_ref import DINOLoss
-from dino_ref.diagnostics import teacher_entropy
 from dino_ref.train.models import (DINOHead, ViTBackbone, WeightNormLinear, ema_update, make_student,
                                    make_teacher)
-from dino_ref.train import Config, cosine_schedule
+from dino_ref.train import Config
 
 
 def test_student_accepts_both_crop_sizes():
@@ -47,36 +45,16 @@ def test_ema_update_and_teacher_has_no_gradient():
     teacher = make_teacher(student)
     assert all(not p.requires_grad for p in teacher.parameters())
     old = [p.clone() for p in teacher.parameters()]
+    assert old
     with torch.no_grad():
         for p in student.parameters():
             p.add_(1.0)
     ema_update(teacher, student, 0.9)
-    for t, o, s in zip(teacher.parameters(), old, student.parameters()):
+    for t, o, s in zip(teacher.parameters(), old, student.parameters(), strict=True):
         assert torch.allclose(t, 0.9 * o + 0.1 * s, atol=1e-6)
     ema_update(teacher, student, 1.0)                                 # momentum 1: frozen teacher
     ema_update(teacher, student, 0.0)                                 # momentum 0: a copy
     assert all(torch.equal(t, s) for t, s in zip(teacher.parameters(), student.parameters()))
-
-
-def test_loss_is_entropy_plus_kl():
-    torch.manual_seed(0)
-    T, S, B, K = 2, 6, 5, 30
-    loss_fn = DINOLoss(K, warmup_teacher_temp=0.04, teacher_temp=0.07, warmup_teacher_temp_epochs=3)
-    loss_fn.center.normal_(std=0.1)
-    t, s = 0.3 * torch.randn(T, B, K), torch.randn(S, B, K)          # cosine-sized teacher logits
-    P_t = loss_fn.teacher_targets(t, epoch=1.5)
-    loss = loss_fn(t, s, epoch=1.5)
-    log_P_s = F.log_softmax(s / 0.1, dim=-1)
-    kl = torch.stack([(torch.special.xlogy(P_t[i], P_t[i]) - P_t[i] * log_P_s[v]).sum(-1).mean()
-                      for i in range(T) for v in range(S) if v != i]).mean()
-    assert torch.allclose(loss, teacher_entropy(P_t) + kl, atol=1e-5)
-
-
-def test_cosine_schedule_ends():
-    sched = cosine_schedule(1.0, 0.1, 20, warmup_steps=5)
-    assert sched[0] == 0.0 and abs(sched[5] - 1.0) < 1e-12
-    assert abs(sched[-1] - 0.1) < 0.02 and len(sched) == 20
-    assert all(a >= b for a, b in zip(sched[5:], sched[6:]))
 
 
 def test_vit_backbone_shapes_and_both_crop_sizes():
@@ -145,7 +123,7 @@ def test_head_init_std_scales_the_mlp_weights_and_keeps_the_default_init():
     default = make_student(Config(out_dim=32, widths=(4, 64), head_bn=False))
     torch.manual_seed(0)
     same = make_student(Config(out_dim=32, widths=(4, 64), head_bn=False, head_init_std=0.02))
-    for a, b in zip(default.parameters(), same.parameters()):
+    for a, b in zip(default.parameters(), same.parameters(), strict=True):
         assert torch.equal(a, b)                                      # 0.02 is the default
     wide = make_student(Config(out_dim=32, widths=(4, 64), head_bn=False, head_init_std=0.2))
     std = wide.head.mlp[2].weight.std().item()                       # (256, 256) weights

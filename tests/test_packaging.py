@@ -1,6 +1,9 @@
-"""pyproject.toml (pip) and environment.yml (conda) declare the same dependencies."""
+"""Packaging: pyproject.toml (pip) and environment.yml (conda) declare the same dependencies, every
+subpackage is installed, and the NumPy reference imports without torch."""
 import pathlib
 import re
+import subprocess
+import sys
 import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -33,6 +36,7 @@ def test_pip_and_conda_declare_the_same_packages():
 def test_versions_agree():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pip_specs = {requirement_name(s): s.replace(" ", "") for s in project["dependencies"]}
+    assert pip_specs
     env = (ROOT / "environment.yml").read_text()
     for name, spec in pip_specs.items():
         conda = {v: k for k, v in CONDA_NAMES.items()}.get(name, name)
@@ -45,3 +49,9 @@ def test_every_subpackage_is_installed():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "dino_ref").rglob("__init__.py")}
     assert listed == found, f"pyproject lists {sorted(listed)}, the tree has {sorted(found)}"
+
+
+def test_numpy_ref_imports_no_torch():
+    code = "import sys; from dino_ref import numpy_ref; numpy_ref.DINOLoss(4); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -242,13 +242,13 @@ class iBOTPatchLoss(nn.Module):
         if isinstance(M, bool) or not isinstance(M, int) or not 0 <= M <= s.shape[0]:
             raise ValueError(f"n_masked_patches must be an integer in [0, {s.shape[0]}] (the rows given), "
                              f"got {n_masked_patches!r}")
+        dtype = compute_dtype(s, t)
         if masks_weight is None:
-            masks_weight = mask_weights(masks)                                    # (sum of masks,)
+            masks_weight = mask_weights(masks, dtype)                             # (sum of masks,)
         if masks_weight.shape != (M,):
             raise ValueError(f"{M} masked patches but {tuple(masks_weight.shape)} weights: masks_weight "
                              f"(or the True entries of student_masks_flat {tuple(masks.shape)}) must "
                              f"give one weight per patch")
-        dtype = compute_dtype(s, t)
         H = patch_cross_entropy(t[:M].to(dtype), s[:M].to(dtype), self.student_temp)   # (M,)
         return (H * masks_weight.to(dtype)).sum() / masks.shape[0]
 
@@ -285,9 +285,9 @@ class iBOTPatchLoss(nn.Module):
         return x
 
 
-def mask_weights(masks):
+def mask_weights(masks, dtype=torch.float32):
     """ 1 / m_b for every masked patch, in the order of masks' True entries; (B, N) -> (M,) """
-    m_b = masks.sum(dim=-1, keepdim=True).clamp(min=1)              # (B, 1) masked patches per image
+    m_b = masks.sum(dim=-1, keepdim=True).clamp(min=1).to(dtype)    # (B, 1) masked patches per image
     return (1.0 / m_b).expand_as(masks)[masks]                       # (M,)
 
 

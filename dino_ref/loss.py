@@ -34,11 +34,14 @@ class DINOLoss(nn.Module):
     The center stays float32 (or float64) when the module is cast to half or bfloat16.
     backend: "auto" (Triton kernels for CUDA tensors when triton imports, except float64;
     the eager path otherwise), "eager", or "triton" (`dino_ref/triton_kernels.py`).
+    centering: "center" (the moving average above) or "sinkhorn" (DINOv2: targets by
+    `dino_ref.dinov2.sinkhorn_knopp` over all T*B teacher rows; the center is neither used nor
+    updated, and the state dict then holds a `sinkhorn_centering` flag, so a checkpoint records it).
     """
 
     def __init__(self, output_dim=4096, warmup_teacher_temp=0.04, teacher_temp=0.07,
                  warmup_teacher_temp_epochs=30, student_temp=0.1, center_momentum=0.9,
-                 backend="auto"):
+                 backend="auto", centering="center"):
         super().__init__()
         # 0-dim tensors and NumPy scalars (as nidl accepts) become Python numbers, once
         output_dim, warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs, student_temp, \
@@ -46,7 +49,15 @@ class DINOLoss(nn.Module):
                                               warmup_teacher_temp_epochs, student_temp, center_momentum))
         check_hyperparameters(output_dim, warmup_teacher_temp, teacher_temp,
                               warmup_teacher_temp_epochs, student_temp, center_momentum)
+        if centering not in ("center", "sinkhorn"):
+            raise ValueError(f'centering must be "center" or "sinkhorn", got {centering!r}')
+        if centering == "sinkhorn" and backend == "triton":
+            raise ValueError('backend="triton" fuses the moving-average center into its kernels; '
+                             'centering="sinkhorn" runs with backend="auto" or "eager"')
         self.backend = check_backend(backend)
+        self.centering = centering
+        if centering == "sinkhorn":                                  # recorded in the state dict
+            self.register_buffer("sinkhorn_centering", torch.tensor(True))
         self.output_dim = output_dim
         self.warmup_teacher_temp = float(warmup_teacher_temp)
         self.teacher_temp = float(teacher_temp)
@@ -63,7 +74,8 @@ class DINOLoss(nn.Module):
         return (f"output_dim={self.output_dim}, warmup_teacher_temp={self.warmup_teacher_temp}, "
                 f"teacher_temp={self.teacher_temp}, "
                 f"warmup_teacher_temp_epochs={self.warmup_teacher_temp_epochs}, "
-                f"student_temp={self.student_temp}, center_momentum={self.center_momentum}")
+                f"student_temp={self.student_temp}, center_momentum={self.center_momentum}, "
+                f"centering={self.centering!r}")
 
     def teacher_temperature(self, epoch=None):
         """ tau_t for this epoch (a Python float; None gives the final teacher_temp) """
@@ -71,7 +83,8 @@ class DINOLoss(nn.Module):
                                    self.warmup_teacher_temp_epochs)
 
     def teacher_targets(self, teacher_out, epoch=None):
-        """ P_t = softmax((t - c) / tau_t) with the current center, no gradient; (T, B, D) """
+        """ P_t = softmax((t - c) / tau_t) with the current center (Sinkhorn-Knopp targets with
+        centering="sinkhorn"), no gradient; (T, B, D) """
         teacher = _as_views(teacher_out, "teacher_out")
         if teacher.ndim != 3 or teacher.shape[2] != self.output_dim:
             raise ValueError(f"teacher_out must be (n_globals, B, {self.output_dim}), "
@@ -79,7 +92,7 @@ class DINOLoss(nn.Module):
         check_epoch(epoch)
         self._check_center_device(teacher)
         dtype = compute_dtype(teacher)
-        return teacher_targets(teacher.to(dtype), self.center.to(dtype), self.teacher_temperature(epoch))
+        return self._targets(teacher.to(dtype), self.teacher_temperature(epoch))
 
     def forward(self, teacher_out, student_out, epoch=None, update_center=True):
         teacher = _as_views(teacher_out, "teacher_out")              # (T, B, D)
@@ -92,7 +105,8 @@ class DINOLoss(nn.Module):
         dtype = compute_dtype(teacher, student)
         tau_t = self.teacher_temperature(epoch)
         # hard targets (tau_t = 0) run eagerly under "auto"; an explicit "triton" refuses them
-        if use_triton(self.backend, student, dtype) and (tau_t > 0 or self.backend == "triton"):
+        if self.centering == "center" and use_triton(self.backend, student, dtype) \
+                and (tau_t > 0 or self.backend == "triton"):
             from .triton_kernels import dino_loss
             distributed = dist.is_available() and dist.is_initialized()
             fused_center = update_center and not distributed
@@ -101,9 +115,9 @@ class DINOLoss(nn.Module):
             if update_center and distributed:                        # all-reduced row sums
                 self._update_center(teacher)
             return loss
-        P_t = teacher_targets(teacher.to(dtype), self.center.to(dtype), tau_t)  # stop-gradient
+        P_t = self._targets(teacher.to(dtype), tau_t)                # stop-gradient
         loss = dino_cross_entropy(P_t, student.to(dtype), self.student_temp)
-        if update_center:
+        if update_center and self.centering == "center":
             self._update_center(teacher)
         return loss
 
@@ -112,13 +126,22 @@ class DINOLoss(nn.Module):
 
         Call it once per optimizer step, on the teacher outputs of all its micro-batches
         (concatenated along the batch axis), after forward(..., update_center=False).
+        With centering="sinkhorn" it checks the shape and leaves the (unused) center as it is.
         """
         teacher = _as_views(teacher_out, "teacher_out")
         if teacher.ndim != 3 or teacher.shape[1] < 1 or teacher.shape[2] != self.output_dim:
             raise ValueError(f"teacher_out must be (n_globals, B >= 1, {self.output_dim}), "
                              f"got {tuple(teacher.shape)}")
         self._check_center_device(teacher)
-        self._update_center(teacher)
+        if self.centering == "center":
+            self._update_center(teacher)
+
+    def _targets(self, teacher, tau_t):
+        """ P_t of the centering in use; teacher (T, B, D) in the compute dtype """
+        if self.centering == "sinkhorn":
+            from .dinov2 import sinkhorn_knopp  # here: dinov2.py imports this module
+            return sinkhorn_knopp(teacher, tau_t)                    # all T*B rows are the samples
+        return teacher_targets(teacher, self.center.to(teacher.dtype), tau_t)
 
     @torch.no_grad()
     def _update_center(self, teacher):
@@ -150,6 +173,10 @@ class DINOLoss(nn.Module):
         center = state_dict.get(prefix + "center")
         if isinstance(center, torch.Tensor) and center.ndim == 2 and center.shape[0] == 1:
             state_dict[prefix + "center"] = center.reshape(1, 1, -1)  # (1, D) -> (1, 1, D)
+        saved = "sinkhorn" if prefix + "sinkhorn_centering" in state_dict else "center"
+        if saved != self.centering:
+            raise ValueError(f'the state dict was saved with centering="{saved}", this loss has '
+                             f'centering="{self.centering}": construct it with centering="{saved}"')
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

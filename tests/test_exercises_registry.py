@@ -2,10 +2,19 @@
 modules would silently shadow one of them in `dino_ref.exercises`), each a documented function."""
 
 import importlib
+from pathlib import Path
 
 import dino_ref.exercises as exercises
 
-MODULES = ["pairing", "sharpening", "centering", "loss", "training", "collapse", "engineering"]
+MODULES = ["pairing", "sharpening", "centering", "loss", "training", "collapse", "ablations",
+           "dinov2", "engineering"]
+
+
+def test_every_exercise_module_is_listed():
+    listed = {m.__name__.rsplit(".", 1)[-1] for m in map(importlib.import_module,
+              (f"dino_ref.exercises.{n}" for n in MODULES))}
+    on_disk = {p.stem for p in Path(exercises.__file__).parent.glob("*.py") if not p.stem.startswith("_")}
+    assert listed == on_disk
 
 
 def test_no_checker_name_is_exported_twice():
@@ -25,4 +34,4 @@ def test_every_export_is_reexported_and_documented():
             obj = getattr(module, exported)
             assert getattr(exercises, exported) is obj
             assert not callable(obj) or obj.__doc__, f"{name}.{exported} has no docstring"
-        assert any(exported.startswith("check_") for exported in module.__all__) or not module.__all__
+        assert any(exported.startswith("check_") for exported in module.__all__), name

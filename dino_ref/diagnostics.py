@@ -9,7 +9,7 @@ H(P_t, P_s) = h(P_t) + KL(P_t || P_s); the batch entropy h(P_bar_t) tells the tw
 
 import torch
 
-from .loss import global_batch_mean
+from .batch_stats import global_batch_mean
 
 __all__ = ["teacher_entropy", "batch_entropy", "kl_divergence"]
 

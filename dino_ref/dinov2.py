@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .loss import compute_dtype, global_batch_mean
+from .batch_stats import compute_dtype, global_batch_mean
 
 __all__ = ["sinkhorn_knopp", "nearest_neighbours", "koleo_loss", "KoLeoLoss",
            "patch_cross_entropy", "mask_weights", "iBOTPatchLoss"]

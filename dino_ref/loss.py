@@ -11,18 +11,12 @@ import torch.distributed as dist
 from torch import nn
 
 from .common import as_number, check_epoch, check_hyperparameters, check_views, teacher_temperature
+from .batch_stats import compute_dtype, global_batch_mean
+from .dinov2 import sinkhorn_knopp
 from .fused import dino_cross_entropy, needs_autograd_form
 from .readable import teacher_targets
 
 __all__ = ["DINOLoss", "compute_dtype", "global_batch_mean"]
-
-
-def compute_dtype(*tensors):
-    """ float64 if any input is float64, else float32 (half and bfloat16 are computed in float32) """
-    dtype = torch.float32
-    for t in tensors:
-        dtype = torch.promote_types(dtype, t.dtype)
-    return dtype
 
 
 class DINOLoss(nn.Module):
@@ -139,7 +133,6 @@ class DINOLoss(nn.Module):
     def _targets(self, teacher, tau_t):
         """ P_t of the centering in use; teacher (T, B, D) in the compute dtype """
         if self.centering == "sinkhorn":
-            from .dinov2 import sinkhorn_knopp  # here: dinov2.py imports this module
             return sinkhorn_knopp(teacher, tau_t)                    # all T*B rows are the samples
         return teacher_targets(teacher, self.center.to(teacher.dtype), tau_t)
 
@@ -178,25 +171,6 @@ class DINOLoss(nn.Module):
             raise ValueError(f'the state dict was saved with centering="{saved}", this loss has '
                              f'centering="{self.centering}": construct it with centering="{saved}"')
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-@torch.no_grad()
-def global_batch_mean(teacher):
-    """ mean over all teacher rows of all ranks; (T, B, D) -> (1, 1, D)
-
-    Under torch.distributed, all-reduce the row sum and the row count (not a mean of means),
-    so the center is exact even when ranks hold different batch sizes.
-    """
-    T, B, D = teacher.shape
-    rows_sum = teacher.sum(dim=(0, 1))                                # (D,)
-    if dist.is_available() and dist.is_initialized():
-        count = torch.full((1,), float(T * B), dtype=teacher.dtype, device=teacher.device)
-        packed = torch.cat([rows_sum, count])                         # (D + 1,) one all-reduce
-        dist.all_reduce(packed)
-        rows_sum, n_rows = packed[:D], packed[D:]
-    else:
-        n_rows = T * B
-    return (rows_sum / n_rows).reshape(1, 1, D)
 
 
 def check_backend(backend):

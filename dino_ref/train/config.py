@@ -58,6 +58,10 @@ class Config:
     warmup_teacher_temp_epochs: int = _field(10, "W, epochs of the teacher-temperature ramp")
     student_temp: float = _field(0.1, "tau_s, the student temperature")
     center_momentum: float = _field(0.9, "m, the center's momentum (1.0: no centering)")
+    centering: str = _field("center", "center (DINO's moving average) or sinkhorn (DINOv2's "
+                            "Sinkhorn-Knopp targets; the center is then unused)")
+    koleo: float = _field(0.0, "weight of the KoLeo regulariser on the pooled backbone feature of "
+                          "each global crop (DINOv2: 0.1; 0: off)")
     momentum_teacher: float = _field(0.996, "lambda, the EMA momentum at step 0 (cosine to 1)")
     lr: float = _field(1e-3, "peak learning rate (AdamW), for the whole batch")
     min_lr: float = _field(1e-5, "learning rate at the end of the cosine decay")

@@ -15,6 +15,7 @@ import torch.distributed as dist
 from tqdm.std import tqdm
 
 from ..diagnostics import batch_entropy, teacher_entropy
+from ..dinov2 import KoLeoLoss
 from ..loss import DINOLoss
 from .config import Config, parse_args
 from .data import NUM_CLASSES, make_splits
@@ -47,22 +48,31 @@ def clip_gradients(model, clip):
 
 
 def train_step(student, teacher, loss_fn, optimizer, globals_, locals_, epoch, lam, clip_grad,
-               freeze_last_layer):
+               freeze_last_layer, koleo_weight=0.0):
     """ one DINO step: the loss, the student's update, the teacher's EMA; -> (loss, P_t)
 
     globals_ (2, B, 3, G, G) and locals_ (N, B, 3, L, L) are the crops; the student may be
     wrapped in DistributedDataParallel. P_t (2, B, K) are the targets the loss used (for the
-    diagnostics: h(P_t), h(P_bar_t)), computed before the call moves the center.
+    diagnostics: h(P_t), h(P_bar_t)), computed before the call moves the center. With
+    koleo_weight > 0 the student also minimises koleo_weight times the KoLeo regulariser of each
+    global crop's backbone feature (DINOv2); the returned loss is the DINO loss alone.
     """
     net = getattr(student, "module", student)                        # the network under DDP
     with torch.no_grad():
         teacher_out = teacher(globals_)                              # (2, B, K) global crops only
-    student_out = student(globals_, locals_)                         # (2 + N, B, K) all crops
+    if koleo_weight > 0:
+        student_out, features = student(globals_, locals_, return_features=True)  # (2 + N, B, C)
+    else:
+        student_out = student(globals_, locals_)                     # (2 + N, B, K) all crops
     P_t = loss_fn.teacher_targets(teacher_out, epoch)                # before the center moves
     loss = loss_fn(teacher_out, student_out, epoch)                  # H(P_t, P_s); then c moves
+    objective = loss
+    if koleo_weight > 0:                                             # the spread of the features
+        koleo = KoLeoLoss()
+        objective = loss + koleo_weight * sum(koleo(features[v]) for v in range(len(globals_)))
 
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    objective.backward()
     if clip_grad > 0:
         clip_gradients(net, clip_grad)
     if epoch < freeze_last_layer:                                    # let the prototypes settle
@@ -148,9 +158,12 @@ def build(config):
     if world > 1:
         student_ddp = torch.nn.parallel.DistributedDataParallel(
             student, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.koleo > 0 and config.batch_size // world < 2:
+        raise ValueError(f"koleo {config.koleo} needs at least 2 images per rank (the nearest other "
+                         f"one), got batch_size {config.batch_size} on {world} rank(s)")
     loss_fn = DINOLoss(config.out_dim, config.warmup_teacher_temp, config.teacher_temp,
                        config.warmup_teacher_temp_epochs, config.student_temp,
-                       config.center_momentum).to(device)
+                       config.center_momentum, centering=config.centering).to(device)
     optimizer = torch.optim.AdamW(_param_groups(student), lr=0.0)
     warmup = min(config.warmup_epochs * steps_per_epoch, total // 2)
     return Run(config, rank, world, device, started, student, student_ddp, teacher, loss_fn,
@@ -210,7 +223,7 @@ def train(config=None, **overrides):
         globals_, locals_ = views(run, step)
         loss, P_t = train_step(run.student_ddp, run.teacher, run.loss_fn, run.optimizer, globals_,
                                locals_, epoch, run.momentum_at[step], config.clip_grad,
-                               config.freeze_last_layer)
+                               config.freeze_last_layer, config.koleo)
 
         stats = torch.stack([loss.detach(), teacher_entropy(P_t), batch_entropy(P_t)]).float()
         if run.world > 1:                                            # rank means of equal shards

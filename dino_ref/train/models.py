@@ -190,7 +190,8 @@ class MultiCropNet(nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
 
-    def forward(self, *view_groups):                                  # each (V_g, B, 3, H_g, W_g)
+    def forward(self, *view_groups, return_features=False):          # each (V_g, B, 3, H_g, W_g)
+        """ the logits (V, B, K); with return_features also the backbone features (V, B, C) """
         feats = []
         for views in view_groups:
             if views.shape[0] == 0:
@@ -198,7 +199,8 @@ class MultiCropNet(nn.Module):
             V, B = views.shape[:2]
             feats.append(self.backbone(views.flatten(0, 1)).view(V, B, -1))  # (V_g, B, C)
         feats = torch.cat(feats)                                      # (V, B, C)
-        return self.head(feats)                                       # (V, B, K)
+        logits = self.head(feats)                                     # (V, B, K)
+        return (logits, feats) if return_features else logits
 
 
 def make_student(config):

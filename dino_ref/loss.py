@@ -175,6 +175,10 @@ class DINOLoss(nn.Module):
         # hard targets (tau_t = 0) run eagerly under "auto"; an explicit "triton" refuses them
         if use_triton(self.backend, student, dtype) and (tau_t > 0 or self.backend == "triton"):
             from .triton_kernels import dino_loss
+            if student.device.type == "cpu":
+                # CPU tensors run under Triton's interpreter, which torch.compile cannot trace
+                # (its fake tensors meet the interpreter's uint64 pointers): run this call eagerly
+                dino_loss = _uncompiled(dino_loss)
             distributed = dist.is_available() and dist.is_initialized()
             fused_center = update_center and not distributed
             loss = dino_loss(teacher, student, self.center, tau_t,
@@ -251,6 +255,11 @@ def global_batch_mean(teacher):
     else:
         n_rows = T * B
     return (rows_sum / n_rows).reshape(1, 1, D)
+
+
+def _uncompiled(fn):
+    """ fn, run eagerly even inside torch.compile (a graph break around it) """
+    return torch.compiler.disable(fn, recursive=True)
 
 
 def _check_temperature(name, value):

@@ -178,7 +178,7 @@ class DINOLoss(nn.Module):
             if student.device.type == "cpu":
                 # CPU tensors run under Triton's interpreter, which torch.compile cannot trace
                 # (its fake tensors meet the interpreter's uint64 pointers): run this call eagerly
-                dino_loss = _uncompiled(dino_loss)
+                dino_loss = _interpreted_dino_loss
             distributed = dist.is_available() and dist.is_initialized()
             fused_center = update_center and not distributed
             loss = dino_loss(teacher, student, self.center, tau_t,
@@ -257,9 +257,11 @@ def global_batch_mean(teacher):
     return (rows_sum / n_rows).reshape(1, 1, D)
 
 
-def _uncompiled(fn):
-    """ fn, run eagerly even inside torch.compile (a graph break around it) """
-    return torch.compiler.disable(fn, recursive=True)
+@torch.compiler.disable(recursive=True)
+def _interpreted_dino_loss(*args):
+    """ triton_kernels.dino_loss, run eagerly even inside torch.compile (a graph break) """
+    from .triton_kernels import dino_loss
+    return dino_loss(*args)
 
 
 def _check_temperature(name, value):

@@ -73,12 +73,12 @@ def fused_pass(student, P_t, student_temp, grad=None):
     n_v = pair_counts(T, S, student.device, student.dtype)            # (S,)  n_v
     n_v_g = n_v * g_scale                                              # (S,)  n_v / (n B tau)
     nv, r = chunk_shape(S, B, D, student.device)
-    n_chunks = -(-B // r)
     new = student.new_empty
     row_max, sum_exp = new((S, B)), new((S, B))       # (S, B)  max_d s,  sum_d exp(z)
-    dot_Q, dot_own = new((n_chunks, S)), new((n_chunks, k))  # sum_b <Q, z[v]>, sum_b <P_t[v], z[v]>
-    q, neg_q, z = new((r, D)), new((r, D)), new(nv * r * D)   # scratch: Q, -Q / (n B tau), z
-    for j, b0 in enumerate(range(0, B, r)):
+    dot_Qv = new((S, B))                               # (S, B)  <Q_v[b], z[v, b]>
+    q, neg_q, q_v, z = new((r, D)), new((r, D)), new((r, D)), new(nv * r * D)  # scratch
+    prod = new(nv * r * D) if grad is None else None   # scratch for Q_v z (else the gradient's chunk)
+    for b0 in range(0, B, r):
         b1 = min(b0 + r, B)
         Qc = torch.sum(P_t[:, b0:b1], 0, out=q[:b1 - b0])              # (r, D)  Q = sum_i P_t[i]
         if grad is not None:
@@ -90,10 +90,15 @@ def fused_pass(student, P_t, student_temp, grad=None):
             mx = torch.amax(x, -1, out=row_max[v0:v1, b0:b1])          # (nv, r)  max_d s
             zc = z[:x.numel()].view(x.shape)                           # (nv, r, D)
             torch.sub(x, mx[..., None], out=zc).mul_(inv_tau)          # z = (s - max) / tau <= 0 (max: 0)
-            z_flat = zc.view(v1 - v0, -1)                              # (nv, r D)
-            torch.mv(z_flat, Qc.view(-1), out=dot_Q[j, v0:v1])         # sum_b <Q[b], z[v, b]>
-            for v in range(v0, v0 + ko):                               # sum_b <P_t[v, b], z[v, b]>
-                torch.dot(z_flat[v - v0], P_t[v, b0:b1].reshape(-1), out=dot_own[j, v])  # (bmm: slow)
+            # <Q_v[b], z[v, b]> row by row: the products, then torch.sum's blocked (cascade) sum over
+            # D; one BLAS dot over many rows accumulates ~1e-5 relative error (same-sign terms).
+            # The products go where the gradient of this chunk will be written next.
+            p = prod[:x.numel()].view(x.shape) if grad is None else grad[v0:v1, b0:b1]
+            torch.mul(zc[ko:], Qc, out=p[ko:])                         # (nv - ko, r, D)  Q z
+            for v in range(v0, v0 + ko):                               # Q_v = Q - P_t[v]: own view out
+                Qv = torch.sub(Qc, P_t[v, b0:b1], out=q_v[:b1 - b0])   # (r, D)
+                torch.mul(zc[v - v0], Qv, out=p[v - v0])               # (r, D)  Q_v z
+            torch.sum(p, -1, out=dot_Qv[v0:v1, b0:b1])                 # (nv, r)  <Q_v, z>
             se = torch.sum(zc.exp_(), -1, out=sum_exp[v0:v1, b0:b1])   # (nv, r)  sum_d exp(z) >= 1
             if grad is not None:
                 g = grad[v0:v1, b0:b1]                                 # (nv, r, D), written once
@@ -101,11 +106,22 @@ def fused_pass(student, P_t, student_temp, grad=None):
                 torch.addcmul(nQc, zc, (n_v_g[v0:v1, None] / se)[..., None], out=g)
                 if ko:                                                 # Q_v = Q - P_t[v]: + P_t[v]
                     g[:ko].add_(P_t[v0:v0 + ko, b0:b1], alpha=g_scale)
-    # sum_v sum_b n_v log(sum_exp[v, b]) - <Q_v[b], z[v, b]>,  Q_v = Q - P_t[v] (v < T): both
-    # terms are >= 0 (sum_exp >= 1, z <= 0), so nothing cancels; the difference of the two dot
-    # sums can round a hair below zero when the loss is ~0, and a cross-entropy is never negative
-    total = (n_v[:, None] * sum_exp.log_()).sum() - (dot_Q.sum() - dot_own.sum())
-    return total.clamp_(min=0.0) / (n * B)
+    return _mean(n_v, sum_exp, dot_Qv, n * B)
+
+
+def _mean(n_v, sum_exp, dot_Qv, count):
+    """ (1 / count) sum_v sum_b n_v log(sum_exp[v, b]) - <Q_v[b], z[v, b]>,  Q_v = Q - P_t[v] (v < T)
+
+    Both terms are >= 0 (sum_exp >= 1, z <= 0), so nothing cancels, but each is a sum of S B
+    terms of the size of the loss: added up in float32 their rounding (~1e-7 of the sum) reaches
+    the loss itself. These are 2 S B scalars, not S B D: they are added in float64 (cost nil) and
+    the result rounded once to the student's dtype. The difference can round a hair below zero
+    when the loss is ~0, and a cross-entropy is never negative.
+    """
+    wide = torch.promote_types(sum_exp.dtype, torch.float64)
+    log_se = sum_exp.to(wide).log_()                                  # (S, B)  lse(z)
+    total = (n_v.to(wide)[:, None] * log_se).sum() - dot_Qv.to(wide).sum()
+    return (total.clamp_(min=0.0) / count).to(sum_exp.dtype)
 
 
 def dino_cross_entropy_grad(P_t, student, student_temp):

@@ -4,6 +4,8 @@ Shapes: T teacher (global) views, S >= T student views (the first T are the teac
 in order), batch B, output dimension D.
 """
 
+import math
+import numbers
 import os
 
 import torch
@@ -53,16 +55,68 @@ class DINOLoss(nn.Module):
         if centering == "sinkhorn":                                  # recorded in the state dict
             self.register_buffer("sinkhorn_centering", torch.tensor(True))
         self.output_dim = output_dim
-        self.warmup_teacher_temp = float(warmup_teacher_temp)
-        self.teacher_temp = float(teacher_temp)
+        self.teacher_temp = teacher_temp
         self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
         self.student_temp = float(student_temp)
         self.center_momentum = float(center_momentum)
         self.register_buffer("center", torch.zeros(1, 1, output_dim))  # c, (1, 1, D)
-        # tau_t of each warmup epoch, as nidl.losses.DINOLoss exposes it (float32, W entries); the
-        # loss itself computes tau_t in Python float arithmetic (teacher_temperature)
-        self.teacher_temp_schedule = torch.linspace(self.warmup_teacher_temp, self.teacher_temp,
-                                                    warmup_teacher_temp_epochs)
+        # the warmup ramp, fixed here as nidl fixes its teacher_temp_schedule: (tau_warm, tau_final,
+        # its number of points); assigning teacher_temp later changes the temperature after the
+        # warmup only, as in nidl. The ramp is evaluated in Python floats (teacher_temperature).
+        self._ramp = (float(warmup_teacher_temp), float(teacher_temp), warmup_teacher_temp_epochs)
+        self._schedule = None   # a teacher_temp_schedule assigned after construction: (tensor, floats)
+
+    # nidl reads teacher_temp, warmup_teacher_temp_epochs and teacher_temp_schedule at call time,
+    # so code written for it may assign them between calls: the same assignments work here
+    @property
+    def teacher_temp(self):
+        """ tau_t after the warmup (and for epoch=None) """
+        return self._teacher_temp
+
+    @teacher_temp.setter
+    def teacher_temp(self, value):
+        self._teacher_temp = _check_temperature("teacher_temp", value)
+
+    @property
+    def warmup_teacher_temp_epochs(self):
+        """ W: epochs e < W take tau_t from the warmup schedule """
+        return self._warmup_epochs
+
+    @warmup_teacher_temp_epochs.setter
+    def warmup_teacher_temp_epochs(self, value):
+        value = as_number(value)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError(f"warmup_teacher_temp_epochs must be an integer >= 0, got {value!r}")
+        self._warmup_epochs = int(value)
+
+    @property
+    def warmup_teacher_temp(self):
+        """ tau_warm, the first point of the warmup ramp built at construction """
+        return self._ramp[0] if self._schedule is None else self._schedule[1][0]
+
+    @warmup_teacher_temp.setter
+    def warmup_teacher_temp(self, value):
+        raise AttributeError(
+            "warmup_teacher_temp is fixed at construction (nidl has no such attribute: its warmup is "
+            "teacher_temp_schedule, built once); assign loss_fn.teacher_temp_schedule = "
+            "torch.linspace(tau_warm, tau_final, W) to change the warmup")
+
+    @property
+    def teacher_temp_schedule(self):
+        """ tau_t of each warmup epoch, as nidl.losses.DINOLoss exposes it: linspace(tau_warm,
+        tau_final, W) in float32, or the schedule assigned since """
+        if self._schedule is not None:
+            return self._schedule[0]
+        warm, final, W = self._ramp
+        return torch.linspace(warm, final, W)
+
+    @teacher_temp_schedule.setter
+    def teacher_temp_schedule(self, value):
+        values = torch.as_tensor(value, dtype=torch.float64)           # exact for float32 too
+        if values.ndim != 1 or not torch.isfinite(values).all() or (values < 0).any():
+            raise ValueError("teacher_temp_schedule must be a 1-D sequence of finite temperatures "
+                             f">= 0, got {value!r}")
+        self._schedule = (value, [float(x) for x in values.tolist()])
 
     def extra_repr(self):
         return (f"output_dim={self.output_dim}, warmup_teacher_temp={self.warmup_teacher_temp}, "
@@ -72,9 +126,36 @@ class DINOLoss(nn.Module):
                 f"centering={self.centering!r}")
 
     def teacher_temperature(self, epoch=None):
-        """ tau_t for this epoch (a Python float; None gives the final teacher_temp) """
-        return teacher_temperature(epoch, self.warmup_teacher_temp, self.teacher_temp,
-                                   self.warmup_teacher_temp_epochs)
+        """ tau_t for this epoch (a Python float; None gives teacher_temp)
+
+        Epochs e < warmup_teacher_temp_epochs read the warmup schedule (nidl: schedule[e]), a
+        fractional e between its points linearly; later epochs give teacher_temp. An epoch past
+        the schedule's end but inside the warmup (possible after assigning a larger W) raises,
+        as nidl's indexing does.
+        """
+        epoch = as_number(epoch)
+        if epoch is None:
+            return self.teacher_temp
+        check_epoch(epoch)
+        if epoch >= self.warmup_teacher_temp_epochs:
+            return self.teacher_temp
+        if self._schedule is None:                                    # the construction ramp
+            warm, final, points = self._ramp
+            values = None
+        else:
+            values = self._schedule[1]
+            points = len(values)
+        if epoch >= points:
+            raise ValueError(
+                f"epoch {epoch} lies inside the warmup (warmup_teacher_temp_epochs = "
+                f"{self.warmup_teacher_temp_epochs}) but teacher_temp_schedule has only {points} "
+                "entries: assign a schedule of warmup_teacher_temp_epochs entries")
+        if values is None:
+            return teacher_temperature(epoch, warm, final, points)
+        i = min(int(epoch), points - 1)                               # schedule[i] .. schedule[i + 1]
+        if i == points - 1:
+            return values[i]
+        return values[i] + (values[i + 1] - values[i]) * (epoch - i)
 
     def teacher_targets(self, teacher_out, epoch=None):
         """ P_t = softmax((t - c) / tau_t) with the current center (Sinkhorn-Knopp targets with
@@ -102,6 +183,10 @@ class DINOLoss(nn.Module):
         if self.centering == "center" and use_triton(self.backend, student, dtype) \
                 and (tau_t > 0 or self.backend == "triton"):
             from .triton_kernels import dino_loss
+            if student.device.type == "cpu":
+                # CPU tensors run under Triton's interpreter, which torch.compile cannot trace
+                # (its fake tensors meet the interpreter's uint64 pointers): run this call eagerly
+                dino_loss = _interpreted_dino_loss
             distributed = dist.is_available() and dist.is_initialized()
             fused_center = update_center and not distributed
             loss = dino_loss(teacher, student, self.center, tau_t,
@@ -171,6 +256,21 @@ class DINOLoss(nn.Module):
             raise ValueError(f'the state dict was saved with centering="{saved}", this loss has '
                              f'centering="{self.centering}": construct it with centering="{saved}"')
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+@torch.compiler.disable(recursive=True)
+def _interpreted_dino_loss(*args):
+    """ triton_kernels.dino_loss, run eagerly even inside torch.compile (a graph break) """
+    from .triton_kernels import dino_loss
+    return dino_loss(*args)
+
+
+def _check_temperature(name, value):
+    """ a finite number >= 0 (0: hard targets), as a Python float """
+    value = as_number(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 0 (0: hard targets), got {value!r}")
+    return float(value)
 
 
 def check_backend(backend):

@@ -17,14 +17,14 @@ from tqdm.std import tqdm
 from ..diagnostics import batch_entropy, teacher_entropy
 from ..dinov2 import KoLeoLoss
 from ..loss import DINOLoss
-from .config import Config, parse_args
+from .config import OUTPUT_FIELDS, Config, check_config, make_parser, parse_args
 from .data import NUM_CLASSES, make_splits
 from .knn import knn_accuracy
 from .models import ema_update, make_student, make_teacher
 from .multicrop import multicrop
 
 __all__ = ["Run", "build", "train_step", "train", "views", "set_schedules", "cosine_schedule",
-           "clip_gradients", "summary", "plot_curves", "main"]
+           "clip_gradients", "save_checkpoint", "load_checkpoint", "summary", "plot_curves", "main"]
 
 
 def cosine_schedule(base, final, total_steps, warmup_steps=0, start=0.0):
@@ -138,8 +138,7 @@ def build(config):
         torch.set_num_threads(config.threads)
     elif world > 1 and device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    if config.batch_size % world:
-        raise ValueError(f"batch_size {config.batch_size} does not split into {world} ranks")
+    check_config(config, world)
 
     # data: the same on every rank, labels only for the k-NN evaluation
     torch.manual_seed(config.seed)
@@ -199,8 +198,12 @@ def views(run, step):
 
 
 def train(config=None, **overrides):
-    """ run DINO on the procedural textures; returns {"final": {...}, "history": [...]} """
+    """ run DINO on the procedural textures; returns {"final": {...}, "history": [...]}
+
+    With `save`, a checkpoint is written at the end of every epoch; with `resume` too, the run
+    continues from that checkpoint if it exists (and ends as the uninterrupted run would). """
     config = dataclasses.replace(config or Config(), **overrides)
+    checkpoint = load_checkpoint(config)                             # None unless resuming
     run = build(config)
     total, steps_per_epoch = run.total_steps, run.steps_per_epoch
     show = config.progress and run.rank == 0
@@ -210,13 +213,17 @@ def train(config=None, **overrides):
         return knn_accuracy(run.teacher.backbone, run.train_set, run.test_set, NUM_CLASSES,
                             config.knn_k)
 
-    history = []
-    knn_random_init = evaluate() if run.rank == 0 else None          # teacher = student at init
+    if checkpoint is None:
+        start, history, wall_before = 0, [], 0.0
+        knn_random_init = evaluate() if run.rank == 0 else None      # teacher = student at init
+    else:
+        start, history, knn_random_init, wall_before = restore(run, checkpoint)
     start_time = time.perf_counter()
     # tqdm.std (plain text), not tqdm.auto: in a Jupyter kernel without ipywidgets tqdm.auto warns
     # on stderr at import, which strict nbval reports as a changed output; notebooks pass
     # progress=False
-    bar = tqdm(range(total), disable=not show, desc="DINO", dynamic_ncols=True)
+    bar = tqdm(range(start, total), initial=start, total=total, disable=not show, desc="DINO",
+               dynamic_ncols=True)
     for step in bar:
         epoch = step / steps_per_epoch                               # fractional: per-step warmup
         set_schedules(run, step)
@@ -240,8 +247,12 @@ def train(config=None, **overrides):
         if show:
             bar.set_postfix(loss=f"{loss_v:.3f}", h=f"{h_v:.2f}", kl=f"{loss_v - h_v:.3f}",
                             knn=f"{_last_knn(history, knn_random_init):.2f}")
+        end_of_epoch = (step + 1) % steps_per_epoch == 0 or step + 1 == total
+        if config.save and end_of_epoch and run.rank == 0:
+            save_checkpoint(run, config.save, step + 1, history, knn_random_init,
+                            wall_before + time.perf_counter() - start_time)
     bar.close()
-    wall = time.perf_counter() - start_time
+    wall = wall_before + time.perf_counter() - start_time
 
     last = history[-min(steps_per_epoch, len(history)):]             # the final epoch, averaged
     mean = lambda key: sum(r[key] for r in last) / len(last)         # noqa: E731
@@ -260,12 +271,6 @@ def train(config=None, **overrides):
                 json.dump(metrics, f, indent=1)
         if config.plot:
             plot_curves(metrics, config.plot)
-        if config.save:
-            torch.save({"student": run.student.state_dict(), "teacher": run.teacher.state_dict(),
-                        "dino_loss": run.loss_fn.state_dict(), "config": dataclasses.asdict(config)},
-                       config.save)
-        if show:
-            print(summary(metrics))
     if run.started_process_group:
         # Every rank has finished its collectives. The group that train() started is left for
         # main() to end with the process: tearing a gloo group down can deadlock (its destructor
@@ -273,6 +278,55 @@ def train(config=None, **overrides):
         # GIL itself; seen with torch 2.13 on loaded CPUs, one rank hanging after training).
         dist.barrier()
     return metrics
+
+
+def save_checkpoint(run, path, step, history, knn_random_init, wall_time_s):
+    """ everything the run needs to continue after `step` steps, written atomically: a kill
+    mid-write leaves the previous checkpoint whole (a temporary file, then a rename) """
+    state = {"student": run.student.state_dict(), "teacher": run.teacher.state_dict(),
+             "dino_loss": run.loss_fn.state_dict(),                  # the center
+             "optimizer": run.optimizer.state_dict(),                # AdamW moments, step counts
+             "step": step,                                           # the schedules' position
+             # every generator the run draws from (it draws from no Python or NumPy one)
+             "rng": {"torch": torch.get_rng_state(), "generator": run.generator.get_state(),
+                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []},
+             "order": run.order,                                     # this epoch's shuffle
+             "history": history, "knn_accuracy_random_init": knn_random_init,
+             "wall_time_s": wall_time_s, "config": dataclasses.asdict(run.config)}
+    tmp = f"{path}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(config):
+    """ the checkpoint at config.save when config.resume is set and the file exists, else None;
+    ValueError if it comes from a run with another configuration (output fields aside) """
+    if not (config.resume and config.save and os.path.exists(config.save)):
+        return None
+    checkpoint = torch.load(config.save, map_location="cpu", weights_only=True)
+    saved, now = checkpoint["config"], dataclasses.asdict(config)
+    differ = [k for k in now if k not in OUTPUT_FIELDS and saved.get(k) != now[k]]
+    if differ:
+        flags = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)} (now {now[k]})" for k in differ)
+        raise ValueError(f"the checkpoint {config.save} comes from another configuration: {flags}; "
+                         "resume with the command that wrote it")
+    return checkpoint
+
+
+def restore(run, checkpoint):
+    """ load a checkpoint into a freshly built run; -> (next step, history, k-NN at init, wall s) """
+    run.student.load_state_dict(checkpoint["student"])
+    run.teacher.load_state_dict(checkpoint["teacher"])
+    run.loss_fn.load_state_dict(checkpoint["dino_loss"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    rng = checkpoint["rng"]
+    torch.set_rng_state(rng["torch"])
+    run.generator.set_state(rng["generator"])
+    if rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    run.order = checkpoint["order"]
+    return (checkpoint["step"], checkpoint["history"], checkpoint["knn_accuracy_random_init"],
+            checkpoint["wall_time_s"])
 
 
 def _last_knn(history, default):
@@ -326,8 +380,16 @@ def plot_curves(metrics, path):
 
 
 def main(argv=None):
-    """ the command line entry point """
-    train(parse_args(argv))
+    """ the command line entry point: every value checked before any data is made, the summary
+    printed at the end (--quiet: not) """
+    config = parse_args(argv)
+    try:
+        load_checkpoint(config)                                      # refuse before any data
+    except ValueError as e:
+        make_parser().error(str(e))
+    metrics = train(config)
+    if not config.quiet and (not dist.is_initialized() or dist.get_rank() == 0):
+        print(summary(metrics))
     if dist.is_initialized():  # started by train() under torchrun: end without tearing it down
         sys.stdout.flush()
         sys.stderr.flush()

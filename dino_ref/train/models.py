@@ -18,7 +18,6 @@ import copy
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from torch import nn
 
@@ -121,6 +120,23 @@ class ViTBackbone(nn.Module):
         return self.norm(x[:, 0])                                     # (N, dim) the CLS token
 
 
+class AllReduceSum(torch.autograd.Function):
+    """ the sum over ranks, differentiable: each rank's input gets the sum over ranks of the output's
+    gradients (what torch.distributed.nn.functional.all_reduce does; that module is deprecated) """
+
+    @staticmethod
+    def forward(ctx, x):
+        x = x.clone()                                                 # all_reduce works in place
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class GlobalBatchNorm1d(nn.BatchNorm1d):
     """ BatchNorm over the rows of all ranks: the row sum, square sum and count are all-reduced
 
@@ -133,7 +149,7 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
             return super().forward(x)
         C = x.shape[1]
         count = torch.full((1,), float(x.shape[0]), dtype=x.dtype, device=x.device)
-        stats = dist_fn.all_reduce(torch.cat([x.sum(0), (x * x).sum(0), count]))  # autograd-aware
+        stats = AllReduceSum.apply(torch.cat([x.sum(0), (x * x).sum(0), count]))  # (2 C + 1,)
         n = stats[2 * C]
         mean = stats[:C] / n                                          # (C,)  E[x]
         var = stats[C:2 * C] / n - mean * mean                        # (C,)  E[x^2] - E[x]^2

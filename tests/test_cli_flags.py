@@ -44,6 +44,8 @@ BAD = [
     ("student_temp", ["--student-temp", "0"], "'0'"),
     ("center_momentum", ["--center-momentum", "1.5"], "'1.5'"),
     ("center_momentum", ["--center-momentum", "-0.1"], "'-0.1'"),
+    ("centering", ["--centering", "mean"], "'mean'"),
+    ("koleo", ["--koleo", "-0.1"], "'-0.1'"), ("koleo", ["--koleo", "nan"], "'nan'"),
     ("momentum_teacher", ["--momentum-teacher", "1.2"], "'1.2'"),
     ("lr", ["--lr", "nan"], "'nan'"), ("lr", ["--lr", "-1"], "'-1'"),
     ("min_lr", ["--min-lr=-1e-5"], "'-1e-5'"),

@@ -5,20 +5,19 @@ check_collapse_state: name a run's state from h(P_t) and h(P_bar_t).
 """
 
 import numpy as np
+import torch
 
+from ..diagnostics import batch_entropy
 from ._core import ExerciseFailed, check_function
 
-__all__ = ["check_batch_entropy", "check_collapse_state", "batch_entropy_reference",
-           "collapse_state_reference", "ONE_DIMENSION", "UNIFORM", "HEALTHY"]
+__all__ = ["check_batch_entropy", "check_collapse_state", "ONE_DIMENSION", "UNIFORM", "HEALTHY"]
 
 ONE_DIMENSION, UNIFORM, HEALTHY = "one dimension", "uniform", "healthy"
 
 
-def batch_entropy_reference(P_t):
-    """ h(P_bar_t) for P_t (T, B, K): the mean over all T*B rows first, then -sum p log p (0 log 0 = 0) """
-    P_bar = P_t.reshape(-1, P_t.shape[-1]).mean(axis=0)               # (K,)
-    nz = P_bar[P_bar > 0]
-    return float(-(nz * np.log(nz)).sum())
+def library_batch_entropy(P_t):
+    """ dino_ref.diagnostics.batch_entropy of P_t (T, B, K), in float64: what the checker expects """
+    return batch_entropy(torch.from_numpy(np.asarray(P_t, dtype=np.float64))).item()
 
 
 def _random_targets(rng, T, B, K, sharpness):
@@ -40,13 +39,14 @@ def check_batch_entropy(fn):
              (_random_targets(rng, 2, 6, 16, 0.3),), (one_dim,), (own_dim,), (view_dim,),
              (np.full((2, 3, 5), 0.2),)]
     return check_function(
-        "batch_entropy", fn, batch_entropy_reference, cases,
+        "batch_entropy", fn, library_batch_entropy, cases,
         hint="average the rows over the views AND the batch first (P_bar_t has shape (K,)), then "
              "take the entropy once; the mean of the row entropies is h(P_t), not h(P_bar_t); "
-             "treat 0 log 0 as 0 (np.log(0) gives -inf and 0 * -inf gives nan)", atol=1e-8)
+             "treat 0 log 0 as 0 (np.log(0) gives -inf and 0 * -inf gives nan)", atol=1e-8,
+        against="dino_ref.diagnostics.batch_entropy")
 
 
-def collapse_state_reference(h, h_batch, log_K):
+def state_by_thresholds(h, h_batch, log_K):
     """ ONE_DIMENSION if h(P_bar_t) < 0.15 log K, else UNIFORM if h(P_t) > 0.85 log K, else HEALTHY """
     if h_batch < 0.15 * log_K:
         return ONE_DIMENSION
@@ -64,7 +64,7 @@ def check_collapse_state(fn):
     rand = [tuple(sorted(rng.uniform(0, 1, 2))) for _ in range(30)]   # h <= h_batch always
     for k, (a, b) in enumerate(fixed + rand):
         h, h_batch = a * log_K, b * log_K
-        expected = collapse_state_reference(h, h_batch, log_K)
+        expected = state_by_thresholds(h, h_batch, log_K)
         try:
             got = fn(h, h_batch, log_K)
         except NotImplementedError:

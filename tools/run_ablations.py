@@ -89,8 +89,13 @@ def config_of(argv):
     """ the Config a command line parses to, without the fields that only name outputs """
     from dino_ref.train import parse_args
     import dataclasses
+    argv = list(argv)
+    for flag in ("--metrics-json", "--plot", "--save"):            # paths: checked where they point
+        while flag in argv:
+            i = argv.index(flag)
+            del argv[i:i + 2]
     c = dataclasses.asdict(parse_args(argv))
-    for field in ("metrics_json", "plot", "save", "progress", "threads"):
+    for field in ("metrics_json", "plot", "save", "progress", "quiet", "threads", "resume"):
         c.pop(field, None)
     return c
 

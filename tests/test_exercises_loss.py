@@ -8,7 +8,7 @@ import torch
 
 from dino_ref import numpy_ref
 from dino_ref.exercises import ExerciseFailed, check_loss_floor, check_teacher_grad
-from dino_ref.exercises.loss import _cases, best_student
+from dino_ref.exercises.loss import _cases, _best_student
 
 
 # --- 4.1: the floor of the loss ----------------------------------------------------------------
@@ -51,7 +51,7 @@ def floor_torch_float32(t, c, tau_t, S):
 
 def floor_by_evaluating_the_best_student(t, c, tau_t, S):
     """ the loss at P_s[v] = Q_v / n_v, through the library's loss (tau_s = 1: s = log P_s) """
-    return numpy_ref.dino_loss(t, best_student(t, c, tau_t, S), c, tau_t, 1.0)
+    return numpy_ref.dino_loss(t, _best_student(t, c, tau_t, S), c, tau_t, 1.0)
 
 
 @pytest.mark.parametrize("answer", [floor_loop, floor_vectorised, floor_torch_float32,
@@ -65,7 +65,7 @@ def test_the_floor_is_a_minimum_and_lies_above_the_teacher_entropy():
     rng = np.random.default_rng(0)
     for t, s, c, tau_t, _ in _cases(401):
         S = s.shape[0]
-        best = best_student(t, c, tau_t, S)
+        best = _best_student(t, c, tau_t, S)
         L0 = numpy_ref.dino_loss(t, best, c, tau_t, 1.0)
         assert np.isclose(L0, floor_loop(t, c, tau_t, S), rtol=1e-12)
         for _ in range(10):

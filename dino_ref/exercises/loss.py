@@ -43,7 +43,7 @@ def _partners(P_t, S):
 
 # --- 4.1: the floor of the loss ---------------------------------------------------------------
 
-def best_student(teacher, center, teacher_temp, S):
+def _best_student(teacher, center, teacher_temp, S):
     """ student logits (S, B, K) at which the loss is smallest for student_temp = 1: log(Q_v / n_v),
     the mixture of view v's targets (zeros for a view without partners, whose value does not
     matter) """
@@ -55,7 +55,7 @@ def best_student(teacher, center, teacher_temp, S):
 
 def _floor_reference(teacher, center, teacher_temp, S):
     """ numpy_ref.dino_loss at the best student """
-    return numpy_ref.dino_loss(teacher, best_student(teacher, center, teacher_temp, S), center,
+    return numpy_ref.dino_loss(teacher, _best_student(teacher, center, teacher_temp, S), center,
                                teacher_temp, 1.0)
 
 

@@ -3,17 +3,18 @@ shows expected vs got."""
 import numpy as np
 import pytest
 
-from dino_ref.exercises import ExerciseFailed, check_dino_loss, check_function, check_pooled_mean
+from dino_ref.exercises import ExerciseFailed, check_function, check_pooled_mean, check_teacher_grad
 
 
 def test_inputs_are_named_by_the_learners_parameters():
-    def dino_loss(teacher_logits, student_logits, center, tau_t, tau_s):
-        return 0.0
+    def teacher_grad(teacher_logits, student_logits, center, tau_t, tau_s):
+        return np.zeros(teacher_logits.shape)
     with pytest.raises(ExerciseFailed) as err:
-        check_dino_loss(dino_loss)
+        check_teacher_grad(teacher_grad)
     message = str(err.value)
     assert "teacher_logits (2, 3, 8), student_logits (6, 3, 8), center (8,), tau_t = " in message
-    assert "expected: shape (), values [" in message and "got:      shape (), values [0.]" in message
+    assert "expected: shape (2, 3, 8), values [" in message
+    assert "got:      shape (2, 3, 8), values [0., 0., 0., 0.] ..." in message
 
 
 def test_inputs_without_names_are_numbered():

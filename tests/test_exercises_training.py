@@ -6,71 +6,153 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from dino_ref.exercises import (ExerciseFailed, check_cosine_logits, check_momentum_schedule,
+from dino_ref.exercises import (ExerciseFailed, check_cosine_logits_grad, check_ema_weights,
                                 check_training_step)
 from dino_ref.exercises.training import STEP_CONFIG
 from dino_ref.train import build, clip_gradients, ema_update, set_schedules, train, train_step, views
 
 
-# --- momentum schedule ------------------------------------------------------------------------
+# --- the EMA teacher's weights on the student's past ---------------------------------------------
 
-def momentum_schedule(lam0, total_steps):
-    j = np.arange(total_steps)
-    return 1 - (1 - lam0) * (1 + np.cos(np.pi * j / total_steps)) / 2
+def schedule(lam0, J):
+    return 1 - (1 - lam0) * (1 + np.cos(np.pi * np.arange(J) / J)) / 2
 
 
-def test_schedule_accepts_the_solution(capsys):
-    assert check_momentum_schedule(momentum_schedule) is True
+def ema_weights(lam0, total_steps):
+    lam = schedule(lam0, total_steps)
+    later = np.append(np.cumprod(lam[::-1])[::-1][1:], 1.0)          # prod_{k > a} lam_k
+    return np.concatenate([[np.prod(lam)], (1 - lam) * later])
+
+
+def ema_weights_loop(lam0, total_steps):
+    w = [1.0]                                                         # theta_t = theta^(0)
+    for a in range(total_steps):
+        lam = 1 - (1 - lam0) * (1 + math.cos(math.pi * a / total_steps)) / 2
+        w = [lam * x for x in w] + [1 - lam]                          # EMA with the student e_(a+1)
+    return w
+
+
+def ema_weights_torch_float32(lam0, total_steps):
+    j = torch.arange(total_steps, dtype=torch.float32)
+    lam = 1 - (1 - lam0) * (1 + torch.cos(torch.pi * j / total_steps)) / 2
+    later = torch.cat([torch.flip(torch.cumprod(torch.flip(lam, [0]), 0), [0])[1:], torch.ones(1)])
+    return torch.cat([lam.prod()[None], (1 - lam) * later])
+
+
+def ema_weights_by_running_the_library(lam0, total_steps):
+    """ ema_update on a one-number teacher per entry, with the library's schedule """
+    from dino_ref.train import cosine_schedule
+    teacher = torch.nn.ParameterList([torch.nn.Parameter(torch.tensor(float(k == 0), dtype=torch.float64))
+                                      for k in range(total_steps + 1)])
+    student = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+                                      for _ in range(total_steps + 1)])
+    with torch.no_grad():
+        for a, lam in enumerate(cosine_schedule(lam0, 1.0, total_steps)):
+            for k, p in enumerate(student):
+                p.fill_(float(k == a + 1))
+            ema_update(teacher, student, lam)
+    return [p.item() for p in teacher]
+
+
+@pytest.mark.parametrize("answer", [ema_weights, ema_weights_loop, ema_weights_torch_float32,
+                                    ema_weights_by_running_the_library],
+                         ids=["cumprod", "loop", "torch-float32", "ema_update"])
+def test_ema_weights_accept(answer, capsys):
+    assert check_ema_weights(answer) is True
     assert "passed" in capsys.readouterr().out
 
 
-def test_schedule_accepts_a_python_loop():
-    def loop(lam0, total_steps):
-        return [1 - (1 - lam0) * (1 + math.cos(math.pi * j / total_steps)) / 2
-                for j in range(total_steps)]
-    assert check_momentum_schedule(loop) is True
+def test_the_weights_sum_to_one_and_give_the_horizon():
+    for lam0, J in [(0.996, 930), (0.9, 7), (0.5, 10)]:
+        w = ema_weights(lam0, J)
+        assert abs(w.sum() - 1) < 1e-12 and (w >= 0).all()
+    w = ema_weights(0.996, 930)                     # the default run: the start keeps a share
+    assert 0.1 < w[0] < 0.2
 
 
-@pytest.mark.parametrize("wrong", [
-    # from 1 down to lam0: the schedule ends at 0.996
-    lambda lam0, J: lam0 + (1 - lam0) * (1 + np.cos(np.pi * np.arange(J) / J)) / 2,
-    # divides by J - 1: reaches exactly 1 at the last step
-    lambda lam0, J: 1 - (1 - lam0) * (1 + np.cos(np.pi * np.arange(J) / max(J - 1, 1))) / 2,
-    # a linear ramp instead of a half cosine
-    lambda lam0, J: lam0 + (1 - lam0) * np.arange(J) / J,
-    # constant momentum
-    lambda lam0, J: np.full(J, lam0),
-], ids=["ends-at-lam0", "J-minus-1", "linear", "constant"])
-def test_schedule_rejects_typical_mistakes(wrong):
-    with pytest.raises(ExerciseFailed):
-        check_momentum_schedule(wrong)
+@pytest.mark.parametrize("wrong, named", [
+    (lambda lam0, J: np.concatenate([[lam0 ** J], (1 - lam0) * lam0 ** (J - 1 - np.arange(J))]),
+     "constant lam = lam0"),
+    (lambda lam0, J: np.concatenate([[np.prod(schedule(lam0, J))],
+                                     (1 - schedule(lam0, J)) * np.cumprod(schedule(lam0, J)[::-1])[::-1]]),
+     "includes lam_a itself"),
+    (lambda lam0, J: np.concatenate([ema_weights(lam0, J)[:1], ema_weights(lam0, J)[1:][::-1]]),
+     "reverse order"),
+    (lambda lam0, J: ema_weights(lam0, J)[1:], "return J \\+ 1 weights"),
+    (lambda lam0, J: schedule(lam0, J), "unroll"),                  # the schedule itself: the general hint
+], ids=["constant-lam", "off-by-one", "reversed", "no-start", "the-schedule"])
+def test_ema_weights_reject_typical_mistakes(wrong, named):
+    with pytest.raises(ExerciseFailed, match=named):
+        check_ema_weights(wrong)
 
 
-# --- cosine logits of the head ----------------------------------------------------------------
+# --- the gradient through the head's cosine logits ----------------------------------------------
 
-def cosine_logits(z, V):
-    z_hat = z / np.linalg.norm(z, axis=1, keepdims=True)
-    V_hat = V / np.linalg.norm(V, axis=1, keepdims=True)
-    return z_hat @ V_hat.T
+def cosine_logits_grad(z, V, G):
+    norm = np.linalg.norm(z, axis=1, keepdims=True)                   # (N, 1)
+    z_hat, W = z / norm, V / np.linalg.norm(V, axis=1, keepdims=True)
+    g = G @ W                                                         # (N, d) dL/dz_hat
+    return (g - (g * z_hat).sum(1, keepdims=True) * z_hat) / norm
 
 
-def test_logits_accept_the_solution(capsys):
-    assert check_cosine_logits(cosine_logits) is True
+def cosine_logits_grad_loop(z, V, G):
+    N, d = z.shape
+    out = np.zeros((N, d))
+    for b in range(N):
+        r = np.linalg.norm(z[b])
+        z_hat = z[b] / r
+        jacobian = (np.eye(d) - np.outer(z_hat, z_hat)) / r          # d z_hat / dz
+        for k in range(V.shape[0]):
+            out[b] += G[b, k] * jacobian @ (V[k] / np.linalg.norm(V[k]))
+    return out
+
+
+def cosine_logits_grad_torch_float32(z, V, G):
+    z, V, G = (torch.tensor(x, dtype=torch.float32) for x in (z, V, G))
+    norm = z.norm(dim=1, keepdim=True)
+    z_hat = z / norm
+    g = G @ F.normalize(V, dim=1)
+    return (g - (g * z_hat).sum(1, keepdim=True) * z_hat) / norm
+
+
+def cosine_logits_grad_by_autograd(z, V, G):
+    z_t = torch.tensor(z, requires_grad=True)
+    s = F.normalize(z_t, dim=1) @ F.normalize(torch.tensor(V), dim=1).T
+    (s * torch.tensor(G)).sum().backward()
+    return z_t.grad
+
+
+@pytest.mark.parametrize("answer", [cosine_logits_grad, cosine_logits_grad_loop,
+                                    cosine_logits_grad_torch_float32, cosine_logits_grad_by_autograd],
+                         ids=["vectorised", "loop", "torch-float32", "autograd"])
+def test_logits_grad_accepts(answer, capsys):
+    assert check_cosine_logits_grad(answer) is True
     assert "passed" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("wrong", [
-    lambda z, V: z @ (V / np.linalg.norm(V, axis=1, keepdims=True)).T,    # z not L2-normalised
-    lambda z, V: (z / np.linalg.norm(z, axis=1, keepdims=True)) @ V.T,    # V not weight-normalised
-    lambda z, V: z @ V.T,                                                 # neither
-    lambda z, V: (z / np.linalg.norm(z)) @ (V / np.linalg.norm(V)).T,     # whole-matrix norms
-    lambda z, V: (V / np.linalg.norm(V, axis=1, keepdims=True))
-    @ (z / np.linalg.norm(z, axis=1, keepdims=True)).T,                   # (K, N): transposed
-], ids=["z-raw", "V-raw", "neither", "matrix-norm", "transposed"])
-def test_logits_reject_typical_mistakes(wrong):
-    with pytest.raises(ExerciseFailed):
-        check_cosine_logits(wrong)
+def test_the_gradient_is_orthogonal_to_z():
+    rng = np.random.default_rng(0)
+    z, V, G = rng.normal(size=(4, 5)), rng.normal(size=(3, 5)), rng.normal(size=(4, 3))
+    assert np.abs((cosine_logits_grad(z, V, G) * z).sum(1)).max() < 1e-12
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("wrong, named", [
+    (lambda z, V, G: G @ _unit(V) / np.linalg.norm(z, axis=1, keepdims=True), "projection term is missing"),
+    (lambda z, V, G: G @ _unit(V), "gradient with respect to z_hat"),
+    (lambda z, V, G: (G @ V - ((G @ V) * _unit(z)).sum(1, keepdims=True) * _unit(z))
+     / np.linalg.norm(z, axis=1, keepdims=True), "normalised rows"),
+    (lambda z, V, G: cosine_logits_grad(z, V, G) * np.linalg.norm(z, axis=1, keepdims=True), "division by \\|z\\|"),
+    (lambda z, V, G: cosine_logits_grad(z, V, G).T, "orthogonal to"),   # (d, N): the general hint
+], ids=["no-projection", "wrt-z_hat", "V-raw", "no-division", "wrong-shape"])
+def test_logits_grad_rejects_typical_mistakes(wrong, named):
+    with pytest.raises(ExerciseFailed, match=named):
+        check_cosine_logits_grad(wrong)
 
 
 # --- one training step ------------------------------------------------------------------------

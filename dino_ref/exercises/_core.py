@@ -13,13 +13,16 @@ class ExerciseFailed(AssertionError):
 
 
 def check_function(name, fn, reference, cases, hint, rtol=1e-6, atol=1e-9,
-                   against="the NumPy reference"):
+                   against="the NumPy reference", mistakes=(), atol_scale=None):
     """ compare fn(*args) with reference(*args) for every args in cases; True, or ExerciseFailed
 
     name: what is printed; cases: a list of argument tuples (inputs are copied before each call,
     so an answer that writes into its inputs cannot change the reference's); hint: one sentence
     telling the commonest mistake; against: what the reference is, for the printed line.
-    Outputs are compared as float arrays with rtol/atol.
+    Outputs are compared as float arrays with rtol/atol. mistakes: (wrong(*args), hint) pairs; when
+    a failing answer equals one of these typical wrong answers, its hint names the mistake.
+    atol_scale(args, expected) -> a number that multiplies atol in that case (for outputs whose
+    rounding error grows with the size of the inputs).
     """
     for k, args in enumerate(cases):
         expected = np.asarray(reference(*_copy(args)), dtype=float)
@@ -29,15 +32,41 @@ def check_function(name, fn, reference, cases, hint, rtol=1e-6, atol=1e-9,
             raise ExerciseFailed(f"{name}: not implemented yet (replace the "
                                  "`raise NotImplementedError` with your code)") from None
         got = np.asarray(_to_numpy(got), dtype=float)
-        if got.shape != expected.shape or not np.allclose(got, expected, rtol=rtol, atol=atol):
+        tol = dict(rtol=rtol, atol=atol * (atol_scale(args, expected) if atol_scale else 1.0))
+        if got.shape != expected.shape or not np.allclose(got, expected, **tol):
             raise ExerciseFailed(
                 f"{name}: case {k + 1} of {len(cases)} differs from the reference.\n"
                 f"  inputs:   {_describe(args, _names(fn, len(args)))}\n"
                 f"  expected: {_short(expected)}\n"
                 f"  got:      {_short(got)}\n"
-                f"  hint: {hint}")
+                f"  hint: {_named_mistake(fn, got, args, cases, mistakes, tol) or hint}")
     print(f"{name}: passed, {len(cases)} random cases agree with {against}")
     return True
+
+
+def _named_mistake(fn, got, args, cases, mistakes, tol):
+    """ the hint of the typical wrong answer that `got` equals on the failing case; when several
+    do, the one that also agrees with fn on every other case (or the first); None if none does """
+    def agrees(wrong, a, value):
+        with np.errstate(all="ignore"):
+            try:
+                w = np.asarray(_to_numpy(wrong(*_copy(a))), dtype=float)
+            except Exception:          # a wrong formula may fail where the answer did not
+                return False
+        return w.shape == value.shape and np.allclose(value, w, equal_nan=True, **tol)
+
+    matching = [(wrong, hint) for wrong, hint in mistakes if agrees(wrong, args, got)]
+    if len(matching) > 1:
+        answers = []
+        for a in cases:
+            try:
+                with np.errstate(all="ignore"):
+                    answers.append((a, np.asarray(_to_numpy(fn(*_copy(a))), dtype=float)))
+            except Exception:
+                break
+        everywhere = [(w, h) for w, h in matching if all(agrees(w, a, v) for a, v in answers)]
+        matching = everywhere or matching
+    return matching[0][1] if matching else None
 
 
 def _copy(args):
@@ -66,8 +95,16 @@ def _names(fn, n):
 def _describe(args, names=None):
     """ every input by name: arrays with their shape, numbers and tuples with their value """
     names = names or [f"argument {k}" for k in range(len(args))]
-    return ", ".join(f"{name} {a.shape}" if isinstance(a, np.ndarray) else f"{name} = {a!r}"
-                     for name, a in zip(names, args))
+    return ", ".join(_one(name, a) for name, a in zip(names, args))
+
+
+def _one(name, a):
+    """ an array by its shape (a short integer array, such as a layout, by its values too) """
+    if not isinstance(a, np.ndarray):
+        return f"{name} = {a!r}"
+    if a.dtype.kind in "iu" and a.ndim == 1 and a.size <= 16:
+        return f"{name} = {a.tolist()}"
+    return f"{name} {a.shape}"
 
 
 def _short(x):

@@ -1,12 +1,13 @@
-"""Checkers for the exercises of notebook 02 (sharpening): a softmax with a temperature, the
-teacher-temperature schedule tau_t(e), and the two entropies of a batch of targets."""
+"""Checkers for the exercises of notebook 02 (sharpening): the log-softmax with a temperature
+(finite where the probability underflows), the teacher-temperature schedule tau_t(e), and the two
+entropies of a batch of targets."""
 
 import numpy as np
 
 from .. import numpy_ref
 from ._core import ExerciseFailed, check_function
 
-__all__ = ["check_softmax", "check_teacher_temperature", "check_entropies"]
+__all__ = ["check_log_softmax", "check_teacher_temperature", "check_entropies"]
 
 
 def _failures_named(name, fn, hint):
@@ -24,24 +25,64 @@ def _failures_named(name, fn, hint):
     return guarded
 
 
-def _softmax_cases(seed):
-    """ (x, tau): one vector, a (N, K) batch, a (T, B, K) stack; logits of unit scale and logits
-    with a large offset and spread (exp overflows there unless the row max is subtracted) """
+def _log_softmax_cases(seed):
+    """ (x, tau): one vector, a (N, K) batch, a (T, B, K) stack; logits of unit scale, logits whose
+    gaps at tau = 0.04 exceed what exp can resolve (a probability of exp(-1000) is 0 in float64,
+    its logarithm is not), and logits with a large offset (exp overflows without the max shift) """
     rng = np.random.default_rng(seed)
     cases = [(rng.normal(size=10), 1.0), (rng.normal(size=10), 0.04),
              (rng.normal(size=(4, 7)), 0.1), (rng.normal(size=(2, 3, 5)), 0.07),
+             (np.array([40.0, 0.0, -3.0]), 0.04),                           # gaps of 1000 / tau
+             (30.0 * rng.normal(size=(2, 4, 6)), 0.04),
              (500.0 + 30.0 * rng.normal(size=(3, 6)), 0.04), (np.zeros(4), 0.1)]
     cases += [(rng.normal(scale=float(rng.uniform(0.1, 3)), size=(int(rng.integers(1, 5)),
                int(rng.integers(2, 12)))), float(rng.uniform(0.03, 2))) for _ in range(8)]
     return cases
 
 
-def check_softmax(softmax):
-    """ softmax(x, tau) -> softmax(x / tau) along the last axis, any leading shape """
-    hint = ("divide the logits by tau, subtract each row's maximum before exp (a logit of 500 at "
-            "tau = 0.04 overflows otherwise), and normalise along the last axis only.")
-    return check_function("check_softmax", _failures_named("check_softmax", softmax, hint),
-                          numpy_ref.softmax, _softmax_cases(seed=201), hint)
+def _softmax(x, tau):
+    z = np.asarray(x, dtype=float) / tau
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+_LOG_SOFTMAX_MISTAKES = [
+    (lambda x, tau: np.log(_softmax(x, tau)),
+     "log(softmax(x / tau)) is -inf wherever a probability underflows to 0 (exp(-1000) in float64), "
+     "though its logarithm is a finite number: take the logarithm by hand, "
+     "z - max(z) - log(sum(exp(z - max(z)))) with z = x / tau, so that exp is never followed by log."),
+    (lambda x, tau: (np.asarray(x) / tau) - np.log(np.exp(np.asarray(x) / tau).sum(-1, keepdims=True)),
+     "exp(x / tau) overflows (a logit of 500 at tau = 0.04 is exp(12500)): subtract each row's "
+     "maximum from x / tau before exp, and take it into account in the result."),
+    (lambda x, tau: numpy_ref.log_softmax(x, 1.0),
+     "the temperature is missing: the logits are divided by tau before the softmax."),
+    (lambda x, tau: numpy_ref.log_softmax(np.asarray(x) * tau, 1.0),
+     "the logits were multiplied by tau; they are divided by it."),
+    (lambda x, tau: _softmax(x, tau),
+     "these are the probabilities softmax(x / tau); the exercise asks for their logarithm."),
+    (lambda x, tau: np.asarray(x) / tau - np.log(np.exp(np.asarray(x) / tau
+                                                          - (np.asarray(x) / tau).max()).sum())
+     - (np.asarray(x) / tau).max(),
+     "the log-sum-exp was taken over the whole array; each row (the last axis) is normalised on "
+     "its own."),
+]
+
+
+def check_log_softmax(log_softmax):
+    """ log_softmax(x, tau) -> log softmax(x / tau) along the last axis, any leading shape, finite
+    wherever x is (no -inf from an underflowed probability, no overflow) """
+    hint = ("with z = x / tau, log softmax(z)_d = z_d - log sum_k exp(z_k); subtract each row's "
+            "maximum m first, z_d - m - log sum_k exp(z_k - m), and never take the log of a "
+            "probability that may be 0; along the last axis only.")
+
+    def tolerance(args, expected):                  # rounding grows with |x / tau| (float32 too)
+        x, tau = args
+        return 1.0 + np.abs(np.asarray(x)).max() / tau
+
+    return check_function(
+        "check_log_softmax", _failures_named("check_log_softmax", log_softmax, hint),
+        numpy_ref.log_softmax, _log_softmax_cases(seed=201), hint, rtol=1e-5, atol=1e-5,
+        against="numpy_ref.log_softmax", mistakes=_LOG_SOFTMAX_MISTAKES, atol_scale=tolerance)
 
 
 def _schedule_cases(seed):

@@ -1,8 +1,9 @@
 """Checkers for the exercises of notebook 05 (one training step), see dino_ref.exercises.
 
-Each compares the learner's function with the library: the momentum schedule with
-`dino_ref.train.cosine_schedule`, the head's logits with the head's `WeightNormLinear` on an
-L2-normalised input (seeded random cases), and a whole training step with
+Each compares the learner's function with the library: the weights of the EMA teacher on the
+student's past with a run of `ema_update` and `cosine_schedule`, the gradient through the head's
+cosine logits with autograd through `WeightNormLinear` on an L2-normalised input (seeded random
+cases), and a whole training step with
 `dino_ref.train.train_step`, graded one step at a time from the same state; a step with gradient
 accumulation over micro-batches against `train_step` on the whole batch, in float64.
 """
@@ -14,57 +15,126 @@ import torch
 import torch.nn.functional as F
 
 from ..train import Config, build, cosine_schedule, set_schedules, train_step, views
-from ..train.models import WeightNormLinear
+from ..train.models import WeightNormLinear, ema_update
 from ._core import ExerciseFailed, check_function
 
-__all__ = ["check_momentum_schedule", "check_cosine_logits", "check_training_step",
+__all__ = ["check_ema_weights", "check_cosine_logits_grad", "check_training_step",
            "check_accumulated_step"]
 
 
-def check_momentum_schedule(fn):
-    """ fn(lam0, total_steps) -> lam_j for j = 0 .. total_steps - 1, an array (total_steps,)
+def _ema_reference(lam0, total_steps):
+    """ the weights of a run: a teacher of J + 1 numbers that starts at e_0, a student whose
+    parameter after step a is e_(a+1), and J steps of the library's ema_update with the library's
+    cosine_schedule; the teacher then holds the weight of each """
+    J = total_steps
+    teacher, student = torch.nn.Linear(J + 1, 1, bias=False).double(), torch.nn.Linear(J + 1, 1, bias=False).double()
+    eye = torch.eye(J + 1, dtype=torch.float64)
+    with torch.no_grad():
+        teacher.weight.copy_(eye[:1])                                 # theta^(0) = e_0
+        for a, lam in enumerate(cosine_schedule(lam0, 1.0, J)):
+            student.weight.copy_(eye[a + 1:a + 2])                    # the student after step a
+            ema_update(teacher, student, lam)
+    return teacher.weight.detach().numpy()[0]                          # (J + 1,)
 
-    the cosine schedule from lam0 towards 1: lam_j = 1 - (1 - lam0) (1 + cos(pi j / J)) / 2
-    """
-    cases = [(0.996, 1), (0.996, 2), (0.996, 3), (0.9, 7), (0.5, 10), (0.996, 930), (0.99, 64)]
 
-    def reference(lam0, total_steps):
-        return np.array(cosine_schedule(lam0, 1.0, total_steps))
+def _lams(lam0, J):
+    return np.array(cosine_schedule(lam0, 1.0, J))
+
+
+def _weights_with(lams, included):
+    """ [prod lam, (1 - lam_a) prod_{k > a} lam_k]; included shifts the product (mistakes) """
+    J = len(lams)
+    w = [np.prod(lams)] + [(1 - lams[a]) * np.prod(lams[a + included:]) for a in range(J)]
+    return np.array(w)
+
+
+_EMA_MISTAKES = [
+    (lambda lam0, J: _weights_with(np.full(J, lam0), 1),
+     "these are the weights of a constant lam = lam0, (1 - lam0) lam0^(J - 1 - a); lam_j follows "
+     "the cosine schedule of section 2, a different value at every step."),
+    (lambda lam0, J: _weights_with(_lams(lam0, J), 0),
+     "the product includes lam_a itself: the student after step a enters with 1 - lam_a and is then "
+     "multiplied by the lam_k of the later steps k = a + 1 ... J - 1 only."),
+    (lambda lam0, J: np.concatenate([_weights_with(_lams(lam0, J), 1)[:1],
+                                     _weights_with(_lams(lam0, J), 1)[1:][::-1]]),
+     "the weights of the student's parameters are in reverse order: entry a + 1 belongs to the "
+     "student after step a (the newest last)."),
+    (lambda lam0, J: _weights_with(_lams(lam0, J), 1)[1:],
+     "return J + 1 weights: the common start theta^(0) keeps the weight prod_k lam_k (entry 0)."),
+]
+
+
+def check_ema_weights(fn):
+    """ fn(lam0, total_steps) -> (total_steps + 1,) the weights of the teacher after J steps on the
+    start theta^(0) (entry 0) and on the student after each step a (entry a + 1), with lam_j from
+    the cosine schedule; compared with a run of the library's ema_update and cosine_schedule """
+    cases = [(0.996, 1), (0.996, 2), (0.996, 3), (0.9, 7), (0.5, 10), (0.0, 4), (0.99, 64),
+             (0.996, 930)]
+
+    def tolerance(args, expected):         # float32 products over 930 steps stay near 1e-5
+        return np.abs(expected).max()
 
     return check_function(
-        "momentum_schedule", fn, reference, cases, rtol=0.0, atol=1e-12,
-        against="dino_ref.train.cosine_schedule",
-        hint="lam rises from lam0 at step j = 0 towards 1 (not from 1 down to lam0) along a half "
-             "cosine, 1 - (1 - lam0)(1 + cos(pi j / J)) / 2, with J the number of steps (not "
-             "J - 1: the last value stays just below 1); return one value per step")
+        "ema_weights", fn, _ema_reference, cases, rtol=1e-3, atol=1e-5, atol_scale=tolerance,
+        against="a run of ema_update with cosine_schedule", mistakes=_EMA_MISTAKES,
+        hint="unroll theta_t <- lam_j theta_t + (1 - lam_j) theta_s after every step j: the start "
+             "keeps prod_j lam_j, the student after step a gets (1 - lam_a) prod_{k > a} lam_k, "
+             "with lam_j = 1 - (1 - lam0)(1 + cos(pi j / J)) / 2; the J + 1 weights sum to 1.")
 
 
-def check_cosine_logits(fn):
-    """ fn(z (N, d), V (K, d)) -> (N, K): cosine of the angle between every row of z and of V
+def _grad_reference(z, V, G):
+    """ dL/dz by torch autograd through F.normalize and the library's WeightNormLinear, for the
+    upstream gradient G = dL/ds """
+    K, d = V.shape
+    layer = WeightNormLinear(d, K).double()
+    with torch.no_grad():
+        layer.v.copy_(torch.from_numpy(V))
+    z_t = torch.tensor(z, requires_grad=True)
+    (layer(F.normalize(z_t, dim=-1)) * torch.from_numpy(G)).sum().backward()
+    return z_t.grad.numpy()                                            # (N, d)
 
-    the DINO head's last step: L2-normalise the bottleneck output z, weight-normalise the
-    prototypes V (rows of unit length), take the dot products.
-    """
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+_GRAD_MISTAKES = [
+    (lambda z, V, G: G @ _unit(V) / np.linalg.norm(z, axis=1, keepdims=True),
+     "the projection term is missing: z_hat = z / |z| depends on z through |z| too, "
+     "d z_hat / dz = (I - z_hat z_hat^T) / |z|; subtract the part of G W along z_hat."),
+    (lambda z, V, G: G @ _unit(V),
+     "this is the gradient with respect to z_hat; z is normalised first, so the chain rule brings "
+     "(I - z_hat z_hat^T) / |z|."),
+    (lambda z, V, G: (G @ V - ((G @ V) * _unit(z)).sum(1, keepdims=True) * _unit(z))
+     / np.linalg.norm(z, axis=1, keepdims=True),
+     "the prototypes are the normalised rows w_d = v_d / |v_d| (weight normalisation), not v_d."),
+    (lambda z, V, G: G @ _unit(V) - ((G @ _unit(V)) * _unit(z)).sum(1, keepdims=True) * _unit(z),
+     "the projection is right, but the division by |z| is missing: z_hat = z / |z|."),
+]
+
+
+def check_cosine_logits_grad(fn):
+    """ fn(z (N, d), V (K, d), G (N, K)) -> dL/dz (N, d) for the cosine logits s = z_hat W^T of the
+    head's last step and an upstream gradient G = dL/ds; compared with torch autograd through
+    F.normalize and the library's WeightNormLinear """
     rng = np.random.default_rng(503)
     cases = []
-    for N, K, d in [(4, 6, 3), (1, 1, 1), (3, 10, 8), (5, 2, 16), (2, 7, 2)]:
+    for N, K, d in [(4, 6, 3), (1, 1, 1), (3, 10, 8), (5, 2, 16), (2, 7, 2), (1, 1, 4)]:
         z = rng.uniform(2.0, 10.0, size=(N, 1)) * rng.normal(size=(N, d))   # norms far from 1
         V = rng.uniform(0.05, 0.5, size=(K, 1)) * rng.normal(size=(K, d))    # many norms
-        cases.append((z, V))
-    cases.append((np.array([[-2.5]]), np.array([[0.7], [3.0]])))                 # d = 1: -1 and 1
+        cases.append((z, V, rng.normal(size=(N, K))))
+    cases.append((np.array([[-2.5]]), np.array([[0.7], [3.0]]), np.array([[1.0, -2.0]])))  # d = 1
 
-    def reference(z, V):
-        K, d = V.shape
-        layer = WeightNormLinear(d, K).double()
-        with torch.no_grad():
-            layer.v.copy_(torch.from_numpy(V))
-            return layer(F.normalize(torch.from_numpy(z), dim=-1)).numpy()    # (N, K)
+    def tolerance(args, expected):        # float32: a few 1e-7 relative to the largest entry
+        return max(np.abs(expected).max(), 1e-3)
 
     return check_function(
-        "cosine_logits", fn, reference, cases, against="the library's WeightNormLinear",
-        hint="normalise BOTH: every row of z to unit L2 norm (the head's L2-normalised bottleneck) "
-             "and every row of V (weight normalisation), then z_hat @ V_hat.T; every logit must "
-             "then lie in [-1, 1]")
+        "cosine_logits_grad", fn, _grad_reference, cases, rtol=1e-4, atol=1e-5,
+        atol_scale=tolerance, against="autograd through the library's WeightNormLinear",
+        mistakes=_GRAD_MISTAKES,
+        hint="with z_hat = z / |z| and W the rows of V normalised: dL/dz_hat = G W, and "
+             "dL/dz = (G W - <G W, z_hat> z_hat) / |z| row by row; the gradient is orthogonal to "
+             "z, so growing z changes no logit.")
 
 
 # A short run that exercises every part of a step: 6 steps of 5 per epoch, so steps 0-4 have the

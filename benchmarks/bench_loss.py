@@ -1,12 +1,17 @@
 """Speed and memory of dino_ref's loss against the two loss forms the public implementations use.
 
-    python benchmarks/bench_loss.py [--quick] [--device cpu|cuda] [--dtype float32|bfloat16]
+    python benchmarks/bench_loss.py [--quick] [--device cpu|cuda] [--dtype float32|bfloat16 ...]
                                     [--out benchmarks/results]
+    python benchmarks/bench_loss.py --device cuda --dtype float32 bfloat16 --tune --budget-s 240
+    TRITON_INTERPRET=1 python benchmarks/bench_loss.py --smoke --device cpu --tune --out /tmp/x
 
-On CUDA (`--device cuda`) the forms are the einsum form (eager and `torch.compile`d), dino_ref's
-eager backend and its Triton backend (the default "auto" there), at (T,S,B,D) = (2,12,64,65536),
-(2,12,256,65536), (2,10,32,1024); each forward+backward is timed four ways (see `cuda_times`)
-beside one device copy of s. Writes <out>/bench_cuda[_<dtype>].json and .png.
+On CUDA (`--device cuda`) the forms are the einsum form (nidl's algorithm; eager and
+`torch.compile`d), dino_ref's eager backend and its Triton backend (the default "auto" there), at
+(T,S,B,D) = (2,12,64,65536), (2,12,256,65536), (2,10,32,65536), every dtype given in one process;
+each forward+backward is timed several ways (see `cuda_times`, `cuda_graph_time`) beside one
+device copy of s; `--tune` adds launch geometries of the Triton kernels; `--budget-s` skips what
+no longer fits. Writes <out>/bench_cuda[_<dtype>].json (after each item) and .png. `--smoke` runs
+the same code at tiny sizes (on CPU tensors: the kernels interpreted, CUDA-only readings None).
 
 Three forms, each a full loss call (teacher softmax, loss, center update), teacher without grad:
   original  the original authors' algorithm: log_softmax of a student view inside the loop over
@@ -272,43 +277,190 @@ def plot(rows, by_S, by_D, path, title):
 
 
 # ---- CUDA: device time apart from the host, host enqueue time, memory ------------------------
+#
+# `--device cuda` (or `--smoke`: tiny sizes, and on CPU tensors the Triton kernels in the
+# interpreter, where the CUDA-only readings are None) runs, for every dtype given, in one process
+# (torch.compile warms up once): the forms at the two large sizes, then the launch geometries
+# (`--tune`) at those sizes, then the small size; each item is skipped when `--budget-s` has run
+# out, and the JSON files are rewritten after each item, so a run cut short still leaves data.
 
-CUDA_SIZES = [(12, 64, 65536), (12, 256, 65536), (10, 32, 1024)]
+CUDA_SIZES = [(12, 64, 65536), (12, 256, 65536), (10, 32, 65536)]      # the first two: tuned
+SMOKE_SIZES = [(4, 3, 300), (3, 2, 520), (3, 2, 200)]
 CUDA_FORMS = ("einsum", "einsum_compiled", "dino_ref_eager", "dino_ref")
-LABELS = {"einsum": "einsum form (nidl, eager)", "einsum_compiled": "einsum form, torch.compile",
+PEERS = ("einsum", "einsum_compiled", "dino_ref_eager")                # what dino_ref must beat
+GRAPH_FORMS = ("einsum", "dino_ref_eager", "dino_ref")                 # also timed by graph replay
+LABELS = {"einsum": "einsum form (nidl's algorithm), eager", "einsum_compiled": "einsum form, torch.compile",
           "dino_ref_eager": 'dino_ref backend="eager"', "dino_ref": 'dino_ref "auto" (Triton)'}
+# launch geometries of the Triton kernels (dino_ref.triton_kernels.plan arguments): block = D
+# elements per student program (programs per row = D / block), warps per program, teacher block
+TUNE_GEOMETRIES = [dict(), dict(num_warps=2), dict(num_warps=8), dict(block=256, num_warps=2),
+                   dict(block=512), dict(block=512, num_warps=2), dict(block=2048),
+                   dict(block=2048, num_warps=8), dict(block=4096, num_warps=8),
+                   dict(block=4096, num_warps=16), dict(teacher_block=4096, num_warps=8),
+                   dict(target_teacher_programs=4096)]
+SMOKE_GEOMETRIES = [dict(), dict(block=256, num_warps=2), dict(block=128, teacher_block=128)]
+COMPILE_GUESS_S = 60.0      # torch.compile's first forward+backward, until one is measured
+TARGET_COPIES, TARGET_SPEEDUP = 2.0, 5.0
+
+
+class Clock:
+    """ the run's time budget: seconds left, and a stage line with the time since the start """
+
+    def __init__(self, budget_s):
+        self.t0 = time.monotonic()
+        self.budget_s = budget_s or math.inf
+        self.compile_s = COMPILE_GUESS_S
+        self.prewarm = None
+
+    def left(self):
+        return self.budget_s - (time.monotonic() - self.t0)
+
+    def log(self, msg):
+        print(f"[{time.monotonic() - self.t0:6.1f}s] {msg}", flush=True)
+
+
+class Prewarm:
+    """ compile ahead, in child processes, while the parent compiles its first size: the einsum
+    form's torch.compile at the other (size, dtype) pairs (Inductor's FX-graph cache then serves
+    the parent) and the Triton kernels of every tuned launch geometry (Triton's cache). Purely a
+    saving of time: the parent compiles whatever a child did not. The parent waits for the
+    children (killing stragglers) before it times anything, so nothing else runs on the GPU. """
+
+    def __init__(self, jobs_per_child, device, log_dir):
+        self.procs = []
+        env = dict(os.environ, TORCHINDUCTOR_COMPILE_THREADS="2", OMP_NUM_THREADS="1")
+        for k, jobs in enumerate(j for j in jobs_per_child if j):
+            log = os.path.join(log_dir, f"prewarm_{k}.log")
+            with open(log, "w") as fh:
+                proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--prewarm",
+                                         json.dumps(jobs), "--device", str(device)],
+                                        stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                        preexec_fn=_die_with_parent)
+            self.procs.append((proc, log, len(jobs)))
+        self.done = False
+
+    def wait(self, clock, reserve_s=120.0):
+        """ until every child has finished, or until only reserve_s of the budget is left """
+        if self.done:
+            return
+        self.done = True
+        t0 = time.monotonic()
+        for proc, log, n in self.procs:
+            try:
+                proc.wait(timeout=max(1.0, min(180.0, clock.left() - reserve_s)))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            with open(log) as fh:
+                lines = fh.read().splitlines()
+            ok = sum(line.startswith("prewarmed ") for line in lines)
+            clock.log(f"  prewarm child {proc.pid}: rc {proc.returncode}, {ok}/{n} jobs"
+                      + ("" if proc.returncode == 0 else " | " + " | ".join(lines[-3:])[:600]))
+        clock.log(f"  waited {time.monotonic() - t0:.1f}s for the prewarm children")
+
+
+def _die_with_parent():
+    """ in a child, before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG) """
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+    except Exception:  # noqa: BLE001  (elsewhere: the parent's wait kills the children)
+        pass
+
+
+def prewarm_jobs(sizes_, dtypes, geometries, tune, n_tune_children=3):
+    """ [[job, ...] per child]: one child per torch.compile (size, dtype) but the parent's
+    first, and the tuned geometries spread over n_tune_children """
+    compile_jobs = [["compile", S, B, D, name, None] for S, B, D in sizes_ for name in dtypes][1:]
+    tune_jobs = [["tune", S, B, D, name, g] for S, B, D in sizes_[:2] for name in dtypes
+                 for g in geometries] if tune else []
+    per_child = [[job] for job in compile_jobs]
+    per_child += [tune_jobs[k::n_tune_children] for k in range(n_tune_children)]
+    return per_child
+
+
+def run_prewarm(jobs, device):
+    """ child process: run each job once (compiling what it needs), print a line per job """
+    from dino_ref import triton_kernels
+    for kind, S, B, D, name, geometry in jobs:
+        t0 = time.perf_counter()
+        try:
+            teacher, student = make_device_inputs(S, B, D, device, getattr(torch, name))
+            if kind == "compile":
+                make_cuda_form("einsum_compiled", D, device, getattr(torch, name))(teacher, student).backward()
+            else:
+                center = torch.zeros(1, 1, D, device=device)
+                triton_kernels.dino_loss_with_geometry(teacher, student, center, TAU_T, TAU_S, M,
+                                                       geometry=geometry).backward()
+            sync(device)
+            print(f"prewarmed {kind} {S} {B} {D} {name} {geometry} in {time.perf_counter() - t0:.1f}s",
+                  flush=True)
+        except Exception as e:  # noqa: BLE001  (the parent compiles it then)
+            print(f"failed {kind} {S} {B} {D} {name} {geometry}: {type(e).__name__}: {e}"[:500], flush=True)
+        finally:
+            teacher = student = None  # noqa: F841
 
 
 def make_cuda_form(name, D, device, dtype):
     """ a callable (teacher, student) -> loss with its own center; "dino_ref" is the default
-    DINOLoss (backend "auto": Triton on CUDA), "dino_ref_eager" the same with backend="eager" """
+    DINOLoss (backend "auto": Triton on CUDA; "triton" on CPU tensors, in the interpreter),
+    "dino_ref_eager" the same with backend="eager" """
     if name.startswith("dino_ref"):
+        backend = "eager" if name == "dino_ref_eager" else ("auto" if device.type == "cuda" else "triton")
         loss_fn = DINOLoss(D, warmup_teacher_temp=TAU_T, teacher_temp=TAU_T, student_temp=TAU_S,
-                           center_momentum=M, backend="eager" if name == "dino_ref_eager" else "auto")
-        loss_fn = loss_fn.to(device)
+                           center_momentum=M, backend=backend).to(device)
         return lambda t, s: loss_fn(t, s)
     center = torch.zeros(1, D, device=device, dtype=dtype)
-    f = torch.compile(einsum_form, dynamic=False) if name == "einsum_compiled" else einsum_form
+    if name == "einsum_compiled":  # static shapes: one graph per size; CPU smoke: dynamo only
+        f = torch.compile(einsum_form, dynamic=False,
+                          backend="inductor" if device.type == "cuda" else "eager")
+    else:
+        f = einsum_form
     return lambda t, s: f(t, s, center)
 
 
-def cuda_times(step, repeats, sleep_cycles):
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def spread(xs):
+    """ the 10th and 90th percentiles (None under 4 samples) """
+    if len(xs) < 4:
+        return None
+    q = statistics.quantiles(xs, n=10)
+    return [q[0], q[-1]]
+
+
+def cuda_times(step, repeats, sleep_cycles, device):
     """ ms per call of step() (a forward+backward), medians over repeats:
     plain   CUDA events around a call issued on an idle GPU: host and launch gaps included,
             what a training loop sees;
     device  the same with the GPU held busy by torch.cuda._sleep while the call is queued, so
             the kernels run back to back: device time alone;
-    host    wall time of the host to enqueue one call (GPU busy, nothing waits for it)
-    """
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    plain, device, host = [], [], []
+    host    wall time of the host to enqueue one call (GPU busy, nothing waits for it);
+    uncovered  repeats whose enqueue outlasted the sleep (their device time holds host gaps).
+    On CPU tensors (smoke runs) every reading is the wall time of a call. """
+    if device.type != "cuda":
+        wall = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            step()
+            wall.append((time.perf_counter() - t0) * 1e3)
+        w = median(wall)
+        return {"plain_ms": w, "device_ms": w, "host_ms": w, "sleep_ms": None, "uncovered": 0,
+                "device_p10_p90_ms": spread(wall)}
+    ev = lambda: torch.cuda.Event(enable_timing=True)  # noqa: E731
+    plain, device_t, host, sleep, uncovered = [], [], [], [], 0
     for _ in range(repeats):
+        start, end, before = ev(), ev(), ev()
         torch.cuda.synchronize()
         start.record()
         step()
         end.record()
         torch.cuda.synchronize()
         plain.append(start.elapsed_time(end))
+        before.record()
         torch.cuda._sleep(sleep_cycles)                  # the GPU is busy while we enqueue
         start.record()
         t0 = time.perf_counter()
@@ -316,17 +468,22 @@ def cuda_times(step, repeats, sleep_cycles):
         host.append((time.perf_counter() - t0) * 1e3)
         end.record()
         torch.cuda.synchronize()
-        device.append(start.elapsed_time(end))
-    return {"plain_ms": statistics.median(plain), "device_ms": statistics.median(device),
-            "host_ms": statistics.median(host)}
+        device_t.append(start.elapsed_time(end))
+        sleep.append(before.elapsed_time(start))
+        uncovered += host[-1] > sleep[-1]
+    return {"plain_ms": median(plain), "device_ms": median(device_t), "host_ms": median(host),
+            "sleep_ms": median(sleep), "uncovered": uncovered, "device_p10_p90_ms": spread(device_t)}
 
 
-def cuda_graph_time(step, repeats):
-    """ ms per replay of step() captured in a CUDA graph (None if the form cannot be captured) """
+def cuda_graph_time(step, repeats, sleep_cycles, device):
+    """ ms per replay of step() captured in a CUDA graph, median of replays queued behind a GPU
+    sleep (None on CPU tensors, or if the form cannot be captured: the error is printed) """
+    if device.type != "cuda":
+        return None
     try:
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
+        with torch.cuda.stream(stream):                  # warm-up on a side stream, as capture needs
             step()
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
@@ -334,34 +491,126 @@ def cuda_graph_time(step, repeats):
             step()
     except Exception as e:  # noqa: BLE001  (report, do not fail the benchmark)
         print(f"    CUDA graph capture failed: {type(e).__name__}: {e}", flush=True)
+        try:
+            torch.cuda.synchronize()
+        except Exception:  # noqa: BLE001
+            pass
         return None
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     graph.replay()
     torch.cuda.synchronize()
-    start.record()
-    for _ in range(repeats):
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+              for _ in range(repeats)]
+    torch.cuda._sleep(sleep_cycles)
+    for start, end in events:
+        start.record()
         graph.replay()
-    end.record()
+        end.record()
     torch.cuda.synchronize()
-    return start.elapsed_time(end) / repeats
+    ms = median([start.elapsed_time(end) for start, end in events])
+    del graph
+    return ms
 
 
-def sleep_cycles_for(ms):
-    """ torch.cuda._sleep cycles that keep the GPU busy for about `ms` milliseconds """
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    n = 10 ** 6
-    start.record()
-    torch.cuda._sleep(n)
-    end.record()
+def sleep_cycles_for(ms, device):
+    """ torch.cuda._sleep cycles that keep the GPU busy for about `ms` milliseconds (measured
+    twice, the second time with the clocks up; 0 on CPU) """
+    if device.type != "cuda":
+        return 0
+    n = 10 ** 7
+    for _ in range(2):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.cuda._sleep(n)
+        end.record()
+        torch.cuda.synchronize()
+        per_ms = n / max(start.elapsed_time(end), 1e-3)
+    return int(per_ms * ms)
+
+
+def peak_growth_mb(step, student, device):
+    """ growth of max_memory_allocated over one call, MiB (None on CPU tensors) """
+    if device.type != "cuda":
+        return None
+    student.grad = None
     torch.cuda.synchronize()
-    return int(n * ms / max(start.elapsed_time(end), 1e-3))
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    step()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
 
 
-def bench_cuda_size(S, B, D, device, dtype, repeats):
-    teacher, student = make_inputs(S, B, D, device, dtype)
-    forms = {name: make_cuda_form(name, D, device, dtype) for name in CUDA_FORMS}
+def launches_per_call(step, device):
+    """ device operations of one call, from torch.profiler: their number, their summed device
+    time and the most frequent names (on CPU tensors the profiler runs, and counts none) """
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sync(device)
+    with profile(activities=activities) as prof:
+        step()
+        sync(device)
+    ops = [e for e in prof.events() if "CUDA" in str(getattr(e, "device_type", ""))]
+    names = {}
+    for e in ops:
+        names[e.name[:60]] = names.get(e.name[:60], 0) + 1
+    return {"device_ops": len(ops),
+            "device_ops_ms": sum(e.time_range.elapsed_us() for e in ops) / 1e3,
+            "names": dict(sorted(names.items(), key=lambda kv: -kv[1])[:12])}
+
+
+def profile_launches(row, device, clock):
+    """ row["forms"][form]["launches"] for each form measured in the row (the profiler runs
+    last in the benchmark: nothing is timed after CUPTI has been switched on) """
+    S, B, D = row["S"], row["B"], row["D"]
+    dtype = getattr(torch, row["dtype"])
+    teacher, student = make_device_inputs(S, B, D, device, dtype)
+    for name in CUDA_FORMS:
+        r = row["forms"].get(name, {})
+        if "device_ms" not in r or clock.left() < 8:
+            continue
+        f = make_cuda_form(name, D, device, dtype)
+
+        def step():
+            student.grad = None
+            f(teacher, student).backward()
+        try:
+            step()                                       # compiled already: dynamo's cache, Triton's
+            r["launches"] = launches_per_call(step, device)
+        except Exception as e:  # noqa: BLE001
+            r["launches"] = {"error": f"{type(e).__name__}: {e}"[:500]}
+        student.grad = None
+    clock.log(f"  device ops per call at S={S} B={B} D={D} {row['dtype']}: "
+              + ", ".join(f"{n} {row['forms'][n].get('launches', {}).get('device_ops', '-')}"
+                          for n in CUDA_FORMS if n in row["forms"]))
+
+
+def triton_memory_limit_mb(S, B, D, dtype):
+    """ what the Triton path may allocate in one call: the gradient (student's dtype) plus the
+    kernels' float32 scratch, O(S·B·D/block + T·B·D/teacher_block + groups·D) (as in
+    tests/test_triton.py), + 1 MiB of allocator rounding """
+    from dino_ref import triton_kernels
+    p = triton_kernels.plan(S, B, D, T)
+    scratch = 4 * (2 * T * B * p["n_dblk"] + p["n_groups"] * D + 4 * S * B * p["n_blk"] + 2 * S * B + D
+                   + p["n_row_programs"])
+    return (S * B * D * dtype.itemsize + scratch) / 2 ** 20 + 1.0
+
+
+def make_device_inputs(S, B, D, device, dtype, seed=0):
+    """ random teacher (T, B, D) and student (S, B, D), drawn on the device (fast at 10^8 values) """
+    gen = torch.Generator(device=device).manual_seed(seed)
+    teacher = torch.randn(T, B, D, generator=gen, device=device).to(dtype)
+    student = torch.randn(S, B, D, generator=gen, device=device).to(dtype).requires_grad_()
+    return teacher, student
+
+
+def bench_device_size(S, B, D, device, dtype, repeats, clock):
+    """ every form at one size: times, graph replay, peak memory, launches; one copy of s """
+    teacher, student = make_device_inputs(S, B, D, device, dtype)
+    compile_ok = clock.left() > clock.compile_s + 30
+    names = [n for n in CUDA_FORMS if compile_ok or n != "einsum_compiled"]
+    forms = {name: make_cuda_form(name, D, device, dtype) for name in names}
     src, dst = student.detach().clone(), torch.empty_like(student)
-    out = {}
+    out = {} if compile_ok else {"einsum_compiled": {"skipped": "time budget (compilation)"}}
 
     def step_of(name):
         def step():
@@ -369,86 +618,185 @@ def bench_cuda_size(S, B, D, device, dtype, repeats):
             forms[name](teacher, student).backward()
         return step
 
-    failed = {}
-    for name in CUDA_FORMS:                               # warm-up: compile, autotune, caches
+    ok = []
+    for name in names:                                   # warm-up: compile, autotune, caches
         try:
-            for _ in range(3):
+            t0 = time.perf_counter()
+            step_of(name)()
+            sync(device)
+            first_s = time.perf_counter() - t0
+            for _ in range(2):
                 step_of(name)()
+            sync(device)
+            ok.append(name)
+            out[name] = {"first_call_s": first_s}
+            if name == "einsum_compiled":
+                clock.compile_s = first_s
         except Exception as e:  # noqa: BLE001  (report the form as failed, measure the others)
-            failed[name] = f"{type(e).__name__}: {e}"
-            print(f"  {name} FAILED: {failed[name]}", flush=True)
-    torch.cuda.synchronize()
-    names = [n for n in CUDA_FORMS if n not in failed]
-    host_guess = max(cuda_times(step_of(n), 3, sleep_cycles_for(20))["host_ms"] for n in names)
-    cycles = sleep_cycles_for(max(5.0, 3 * host_guess))   # longer than any host enqueue
-    for name in names:
+            out[name] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+            print(f"  {name} FAILED: {out[name]['error'][:300]}", flush=True)
+    clock.log(f"  warmed up {ok} (first calls: "
+              + ", ".join(f"{n} {out[n]['first_call_s']:.1f}s" for n in ok) + ")")
+    if clock.prewarm is not None:                        # nothing else on the GPU while timing
+        clock.prewarm.wait(clock)
+    student.grad = None
+    host_guess = max([cuda_times(step_of(n), 3, sleep_cycles_for(20, device), device)["host_ms"]
+                      for n in ok] or [0.0])
+    cycles = sleep_cycles_for(max(10.0, 4 * host_guess), device)   # longer than any host enqueue
+    opt = lambda x: "   -   " if x is None else f"{x:7.3f}"  # noqa: E731
+    for name in ok:
         step = step_of(name)
-        r = cuda_times(step, repeats, cycles)
-        student.grad = None
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        step()
-        torch.cuda.synchronize()
-        r["peak_mb"] = (torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
-        r["graph_ms"] = cuda_graph_time(step, repeats) if name.startswith("dino_ref") else None
-        out[name] = r
-        student.grad = None
-        print(f"  {name:16s} device {r['device_ms']:7.3f} ms  plain {r['plain_ms']:7.3f} ms  "
-              f"host {r['host_ms']:6.3f} ms  graph {r['graph_ms'] or float('nan'):7.3f} ms  "
-              f"peak {r['peak_mb']:7.1f} MB", flush=True)
-    out.update({name: {"error": msg} for name, msg in failed.items()})
-    copy = cuda_times(lambda: dst.copy_(src), repeats, cycles)
-    return {"T": T, "S": S, "B": B, "D": D, "forms": out, "copy_ms": copy["device_ms"],
-            "student_mb": student.numel() * student.element_size() / 2 ** 20}
+        r = out[name]
+        try:
+            r.update(cuda_times(step, repeats, cycles, device))
+            r["peak_mb"] = peak_growth_mb(step, student, device)
+            r["graph_ms"] = cuda_graph_time(step, repeats, cycles, device) if name in GRAPH_FORMS else None
+        except Exception as e:  # noqa: BLE001  (keep the other forms)
+            r["error"] = f"{type(e).__name__}: {e}"[:2000]
+            r.pop("device_ms", None)
+            clock.log(f"  {name} FAILED while timed: {r['error'][:300]}")
+            continue
+        finally:
+            student.grad = None
+        clock.log(f"  {name:16s} device {opt(r['device_ms'])} ms  plain {opt(r['plain_ms'])} ms  "
+                  f"host {opt(r['host_ms'])} ms  graph {opt(r['graph_ms'])} ms  peak {opt(r['peak_mb'])} MB"
+                  + (f"  ({r['uncovered']} repeats not covered by the sleep)" if r["uncovered"] else ""))
+    copy = cuda_times(lambda: dst.copy_(src), repeats, cycles, device)
+    student_mb = student.numel() * student.element_size() / 2 ** 20
+    row = {"T": T, "S": S, "B": B, "D": D, "dtype": str(dtype).replace("torch.", ""),
+           "forms": {n: out[n] for n in CUDA_FORMS if n in out}, "copy_ms": copy["device_ms"],
+           "copy_gbps": 2 * student_mb * 2 ** 20 / (copy["device_ms"] * 1e6), "student_mb": student_mb,
+           "sleep_cycles": cycles}
+    row["targets"] = targets(row)
+    del forms, teacher, student, src, dst
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
 
 
-# launch geometries of the Triton kernels to compare (dino_ref.triton_kernels.plan arguments)
-TUNE_GEOMETRIES = [dict(), dict(num_warps=8), dict(block=512), dict(block=256),
-                   dict(block=2048, num_warps=8), dict(block=512, num_warps=2)]
+def targets(row):
+    """ dino_ref against the goals: device time (events behind a sleep; graph replay) in copies
+    of s (goal <= 2), speed-up over the fastest peer (plain: what a loop sees; device: kernels
+    alone; goal >= 5), peak memory against gradient + scratch """
+    f, copy = row["forms"], row["copy_ms"]
+    ours = f.get("dino_ref", {})
+    if "device_ms" not in ours:
+        return {"error": "dino_ref was not measured"}
+
+    def best(key):
+        vals = [f[n][key] for n in PEERS if f.get(n, {}).get(key) is not None]
+        return min(vals) if vals else None
+
+    def ratio(a, b):
+        return None if a is None or b is None or b == 0 else a / b
+
+    t = {"device_copies": ratio(ours["device_ms"], copy), "graph_copies": ratio(ours.get("graph_ms"), copy),
+         "speedup_plain": ratio(best("plain_ms"), ours["plain_ms"]),
+         "speedup_device": ratio(best("device_ms"), ours["device_ms"]),
+         "speedup_graph_vs_peer_graph": ratio(best("graph_ms"), ours.get("graph_ms"))}
+    t["copies_ok"] = t["device_copies"] is not None and t["device_copies"] <= TARGET_COPIES
+    t["speedup_ok"] = t["speedup_plain"] is not None and t["speedup_plain"] >= TARGET_SPEEDUP
+    if ours.get("peak_mb") is not None:
+        limit = triton_memory_limit_mb(row["S"], row["B"], row["D"], getattr(torch, row["dtype"]))
+        t.update(peak_mb=ours["peak_mb"], memory_limit_mb=limit, memory_ok=ours["peak_mb"] <= limit)
+    return t
 
 
-def tune_cuda(S, B, D, device, dtype, repeats):
-    """ device time of the Triton loss call (forward+backward) per launch geometry """
+def tune_device(S, B, D, device, dtype, repeats, clock, geometries):
+    """ the Triton loss call (forward+backward) per launch geometry: device time behind a sleep,
+    graph replay, host time; the best by device time first in the printed summary """
     from dino_ref import triton_kernels
-    teacher, student = make_inputs(S, B, D, device, dtype)
+    teacher, student = make_device_inputs(S, B, D, device, dtype)
     center = torch.zeros(1, 1, D, device=device)
     results = []
-    for geometry in TUNE_GEOMETRIES:
+    cycles = sleep_cycles_for(10.0, device)
+    for geometry in geometries:
+        if clock.left() < 15:
+            results.append({"geometry_args": geometry, "skipped": "time budget"})
+            continue
+
         def step():
             student.grad = None
-            triton_kernels.dino_loss_with_geometry(teacher, student, center, TAU_T, TAU_S, M, geometry=geometry).backward()
+            triton_kernels.dino_loss_with_geometry(teacher, student, center, TAU_T, TAU_S, M,
+                                                   geometry=geometry).backward()
         try:
-            for _ in range(2):
-                step()
-            r = cuda_times(step, repeats, sleep_cycles_for(5.0))
+            t0 = time.perf_counter()
+            step()
+            sync(device)
+            first_s = time.perf_counter() - t0
+            step()
+            r = cuda_times(step, repeats, cycles, device)
+            r["graph_ms"] = cuda_graph_time(step, repeats, cycles, device)
+            r["first_call_s"] = first_s
         except Exception as e:  # noqa: BLE001
-            r = {"error": f"{type(e).__name__}: {e}"}
+            r = {"error": f"{type(e).__name__}: {e}"[:1000]}
+            try:
+                sync(device)
+            except Exception:  # noqa: BLE001  (a sticky CUDA error: reported above)
+                pass
+        r["geometry_args"] = geometry
         r["geometry"] = triton_kernels.plan(S, B, D, T, **geometry)
-        print(f"  tune S={S} B={B} D={D} {geometry}: {r.get('device_ms', r.get('error'))}", flush=True)
+        student.grad = None
+        clock.log(f"  tune {geometry}: device {r.get('device_ms', r.get('error'))} ms, "
+                  f"graph {r.get('graph_ms')} ms, host {r.get('host_ms')} ms")
         results.append(r)
     return results
 
 
 def fmt_cuda_table(rows):
-    head = ("(T,S,B,D)", "form", "device ms", "× copy", "graph ms", "host ms", "plain ms",
-            "speed-up (plain)", "peak MB")
+    head = ("dtype", "(T,S,B,D)", "form", "device ms", "× copy", "graph ms", "host ms", "plain ms",
+            "speed-up (plain)", "peak MB", "device ops")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    num = lambda x, f="{:.3f}": "-" if x is None else f.format(x)  # noqa: E731
     for r in rows:
         f = r["forms"]
-        best_peer = min(f[n].get("plain_ms", math.inf) for n in ("einsum", "einsum_compiled"))
+        size = f"({r['T']},{r['S']},{r['B']},{r['D']})"
+        best_peer = min([f[n]["plain_ms"] for n in PEERS if f.get(n, {}).get("plain_ms") is not None]
+                        or [math.nan])
         for name in CUDA_FORMS:
-            x = f[name]
-            if "error" in x:
-                lines.append(f"({r['T']},{r['S']},{r['B']},{r['D']}) | {name} | failed: {x['error'][:80]}")
+            x = f.get(name, {"skipped": "not run"})
+            if "device_ms" not in x:
+                lines.append(f"{r['dtype']} | {size} | {name} | "
+                             + ("failed: " + x["error"][:80] if "error" in x else x.get("skipped", "?")))
                 continue
+            ops = x.get("launches", {}).get("device_ops")
             lines.append(" | ".join([
-                f"({r['T']},{r['S']},{r['B']},{r['D']})", name, f"{x['device_ms']:.3f}",
-                f"{x['device_ms'] / r['copy_ms']:.1f}",
-                "-" if x["graph_ms"] is None else f"{x['graph_ms']:.3f}", f"{x['host_ms']:.3f}",
-                f"{x['plain_ms']:.3f}", f"{best_peer / x['plain_ms']:.1f}x", f"{x['peak_mb']:.0f}"]))
-        lines.append(f"({r['T']},{r['S']},{r['B']},{r['D']}) | one copy of s | {r['copy_ms']:.3f} | 1.0 "
-                     f"| | | | | {r['student_mb']:.0f} (size of s)")
+                r["dtype"], size, name, num(x["device_ms"]), num(x["device_ms"] / r["copy_ms"], "{:.1f}"),
+                num(x["graph_ms"]), num(x["host_ms"]), num(x["plain_ms"]),
+                num(best_peer / x["plain_ms"], "{:.1f}x"), num(x["peak_mb"], "{:.0f}"), num(ops, "{}")]))
+        lines.append(f"{r['dtype']} | {size} | one copy of s | {r['copy_ms']:.3f} | 1.0 | | | | | "
+                     f"{r['student_mb']:.0f} (size of s) | {r['copy_gbps']:.0f} GB/s")
+        t = r.get("targets", {})
+        if "device_copies" in t:
+            lines.append(f"{r['dtype']} | {size} | goals | device {num(t['device_copies'], '{:.2f}')}"
+                         f" copies (<= {TARGET_COPIES}: {t['copies_ok']}), graph {num(t['graph_copies'], '{:.2f}')}"
+                         f" copies; speed-up plain {num(t['speedup_plain'], '{:.1f}')}x (>= {TARGET_SPEEDUP}: "
+                         f"{t['speedup_ok']}), device {num(t['speedup_device'], '{:.1f}')}x; memory "
+                         f"{num(t.get('peak_mb'), '{:.0f}')} MB <= {num(t.get('memory_limit_mb'), '{:.0f}')}: "
+                         f"{t.get('memory_ok')}")
+    return "\n".join(lines)
+
+
+def fmt_tuning(rows, top=None):
+    """ per (size, dtype): the launch geometries by device time (the `top` fastest and the
+    default plan, marked "default") """
+    lines = []
+    for r in rows:
+        tuned = [x for x in r.get("tuning", []) if "device_ms" in x]
+        if not tuned:
+            continue
+        copy = r.get("copy_ms") or math.nan
+        lines.append(f"tuning {r['dtype']} ({r['T']},{r['S']},{r['B']},{r['D']}), copy {copy:.3f} ms: "
+                     "geometry | device ms | × copy | graph ms | host ms")
+        ranked = sorted(tuned, key=lambda x: x["device_ms"])
+        shown = ranked if top is None else [x for k, x in enumerate(ranked) if k < top or not x["geometry_args"]]
+        for x in shown:
+            g = x["geometry"]
+            mark = "default " if not x["geometry_args"] else ""
+            lines.append(f"  {mark}block {g['block']} ({g['n_blk']}/row) warps {g['num_warps']} teacher_block "
+                         f"{g['teacher_block']} groups {g['n_groups']} | {x['device_ms']:.3f} | "
+                         f"{x['device_ms'] / copy:.2f} | "
+                         f"{'-' if x['graph_ms'] is None else format(x['graph_ms'], '.3f')} | {x['host_ms']:.3f}")
     return "\n".join(lines)
 
 
@@ -464,7 +812,8 @@ def plot_cuda(rows, path, title):
                             (axes[1], "plain_ms", "call time incl. host, ms (median)")):
         for k, name in enumerate(CUDA_FORMS):
             xs = [j + k * width for j in range(len(rows))]
-            ax.bar(xs, [r["forms"][name].get(key, math.nan) for r in rows], width, label=LABELS[name])
+            ax.bar(xs, [r["forms"].get(name, {}).get(key) or math.nan for r in rows], width,
+                   label=LABELS[name])
         xs = [j + len(CUDA_FORMS) * width for j in range(len(rows))]
         ax.bar(xs, [r["copy_ms"] for r in rows], width, label="one copy of s", color="k")
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], labels)
@@ -476,57 +825,168 @@ def plot_cuda(rows, path, title):
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
 
 
-def main_cuda(args):
-    device, dtype = torch.device("cuda"), getattr(torch, args.dtype)
-    repeats = args.repeats or (10 if args.quick else 30)
-    rows = []
-    for S, B, D in CUDA_SIZES:
-        print(f"S={S} B={B} D={D} {args.dtype}", flush=True)
-        rows.append(bench_cuda_size(S, B, D, device, dtype, repeats))
-        if args.tune and D >= 16384:
-            rows[-1]["tuning"] = tune_cuda(S, B, D, device, dtype, max(5, repeats // 3))
+def write_json(path, data):
+    """ atomically: a reader (or a run killed mid-write) never sees half a file """
+    with open(path + ".tmp", "w") as fh:
+        json.dump(data, fh, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def main_device(args):
+    """ the CUDA benchmark (--device cuda), or its smoke run on CPU tensors (--smoke) """
+    device = torch.device(args.device)
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        sys.exit("--smoke on CPU tensors runs the Triton kernels in the interpreter: set TRITON_INTERPRET=1")
+    clock = Clock(args.budget_s)
+    smoke = args.smoke
+    repeats = args.repeats or (3 if smoke else 10 if args.quick else 30)
+    tune_repeats = max(3, repeats // 2)
+    sizes_ = SMOKE_SIZES if smoke else CUDA_SIZES
+    big, small = sizes_[:2], sizes_[2:]
+    geometries = SMOKE_GEOMETRIES if smoke else TUNE_GEOMETRIES
     import triton
     env = {"torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
-           "python": platform.python_version(), "gpu": torch.cuda.get_device_name(device),
-           "dtype": args.dtype, "repeats": repeats}
-    print(fmt_cuda_table(rows))
-    print("\ndevice: CUDA events around a call queued behind torch.cuda._sleep (kernels back to back);"
-          " graph: per replay of a captured forward+backward; host: time to enqueue one call;"
-          " plain: CUDA events around a call on an idle GPU (host included); speed-up (plain) ="
-          " the faster of einsum and einsum_compiled / the form; × copy = device / one copy of s")
+           "python": platform.python_version(), "device": str(device), "smoke": smoke,
+           "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+           "repeats": repeats, "tune_repeats": tune_repeats, "budget_s": args.budget_s,
+           "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET")}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(sm_count=props.multi_processor_count, memory_gb=props.total_memory / 1e9)
     os.makedirs(args.out, exist_ok=True)
-    stem = "bench_cuda" + ("" if args.dtype == "float32" else f"_{args.dtype}")
-    with open(os.path.join(args.out, stem + ".json"), "w") as fh:
-        json.dump({"env": env, "forms": CUDA_FORMS, "results": rows}, fh, indent=1)
-    plot_cuda(rows, os.path.join(args.out, stem + ".png"),
-              f"DINO loss forward+backward, {env['gpu']}, {args.dtype}")
-    print(f"\nwrote {os.path.join(args.out, stem + '.json')} and .png")
+    stem = "bench_cuda" if device.type == "cuda" else "bench_smoke_cpu"
+    docs = {}
+    for name in args.dtype:
+        path = os.path.join(args.out, stem + ("" if name == "float32" else f"_{name}") + ".json")
+        docs[name] = (path, {"env": dict(env, dtype=name), "forms": CUDA_FORMS, "labels": LABELS,
+                             "results": [], "complete": False})
+
+    def rows_of(name):
+        return docs[name][1]["results"]
+
+    def flush(name):
+        write_json(*docs[name])
+
+    clock.log(f"device benchmark on {env['gpu'] or device}: dtypes {args.dtype}, sizes {sizes_}, "
+              f"repeats {repeats}, budget {args.budget_s} s")
+    if not args.no_prewarm:
+        import tempfile
+        jobs = prewarm_jobs(big + small, args.dtype, geometries, args.tune)
+        clock.prewarm = Prewarm(jobs, device, tempfile.mkdtemp(prefix="bench_prewarm_"))
+        clock.log(f"started {len(clock.prewarm.procs)} prewarm children ({sum(map(len, jobs))} jobs)")
+    # the forms at the large sizes, the launch geometries there, then the forms at the small size
+    phases = [("forms", size, name) for size in big for name in args.dtype]
+    phases += [("tune", size, name) for size in big for name in args.dtype] if args.tune else []
+    phases += [("forms", size, name) for size in small for name in args.dtype]
+    for kind, (S, B, D), name in phases:
+        what = f"{kind} S={S} B={B} D={D} {name}"
+        if clock.left() < (15 if kind == "tune" or (S, B, D) in small else 25):
+            clock.log(f"skip {what}: time budget")
+            docs[name][1].setdefault("skipped", []).append(what)
+            flush(name)
+            continue
+        clock.log(what)
+        dtype = getattr(torch, name)
+        if kind == "tune" and clock.prewarm is not None:
+            clock.prewarm.wait(clock)
+        try:
+            if kind == "forms":
+                rows_of(name).append(bench_device_size(S, B, D, device, dtype, repeats, clock))
+            else:
+                row = next((r for r in rows_of(name) if (r["S"], r["B"], r["D"]) == (S, B, D)), None)
+                result = tune_device(S, B, D, device, dtype, tune_repeats, clock, geometries)
+                if row is None:
+                    rows_of(name).append({"T": T, "S": S, "B": B, "D": D, "dtype": name, "forms": {},
+                                          "tuning": result})
+                else:
+                    row["tuning"] = result
+        except Exception as e:  # noqa: BLE001  (keep what was measured)
+            clock.log(f"  FAILED: {type(e).__name__}: {e}")
+            rows_of(name).append({"T": T, "S": S, "B": B, "D": D, "dtype": name, "forms": {},
+                                  "error": f"{kind}: {type(e).__name__}: {e}"[:2000]})
+            try:
+                sync(device)
+            except Exception as e2:  # noqa: BLE001  (a sticky CUDA error: the rest fails fast)
+                clock.log(f"  and then: {type(e2).__name__}: {e2}")
+        flush(name)
+    if clock.prewarm is not None:
+        clock.prewarm.wait(clock, reserve_s=math.inf)    # kills any child still running
+    if not args.no_profile:                              # last: CUPTI may slow what follows it
+        for name in args.dtype:
+            for row in rows_of(name):
+                if "copy_ms" in row and clock.left() > 10:
+                    try:
+                        profile_launches(row, device, clock)
+                    except Exception as e:  # noqa: BLE001
+                        clock.log(f"  profiler failed: {type(e).__name__}: {e}")
+            flush(name)
+    for name in args.dtype:
+        path, doc = docs[name]
+        doc["results"].sort(key=lambda r: (r["S"] * r["B"], r["D"]))
+        doc["complete"] = True
+        doc["elapsed_s"] = time.monotonic() - clock.t0
+        flush(name)
+        rows = [r for r in doc["results"] if "copy_ms" in r]
+        if rows and not args.no_plot:
+            try:
+                plot_cuda(rows, path[:-5] + ".png",
+                          f"DINO loss forward+backward, {env['gpu'] or device}, {name}")
+            except Exception as e:  # noqa: BLE001
+                clock.log(f"plot failed: {type(e).__name__}: {e}")
+    all_rows = [r for name in args.dtype for r in docs[name][1]["results"] if "copy_ms" in r]
+    print(fmt_tuning([r for name in args.dtype for r in docs[name][1]["results"]], top=4))
+    print()
+    print(fmt_cuda_table(all_rows))
+    print("\ndevice: CUDA events around a call queued behind torch.cuda._sleep (kernels back to back);"
+          " graph: per replay of a captured forward+backward, behind a sleep; host: time to enqueue one"
+          " call; plain: CUDA events around a call on an idle GPU (host included); speed-up (plain) ="
+          " the fastest of einsum, einsum_compiled, dino_ref_eager / the form; × copy = device / one"
+          " copy of s; device ops: kernels + copies + memsets of one call (torch.profiler)")
+    clock.log("wrote " + ", ".join(path for path, _ in docs.values()))
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer sizes and repeats (~1 min on CPU)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16", "float16"],
+                   help="one dtype (CPU); with --device cuda or --smoke, several run in one process")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--no-memory", action="store_true", help="skip the per-process memory runs")
     p.add_argument("--tune", action="store_true",
                    help="CUDA: also time the Triton kernels under a few launch geometries")
+    p.add_argument("--smoke", action="store_true",
+                   help="the device benchmark at tiny sizes; with --device cpu on CPU tensors, the "
+                        "Triton kernels in the interpreter (TRITON_INTERPRET=1), CUDA-only readings None")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="device benchmark: skip what is left after this many seconds")
+    p.add_argument("--no-profile", action="store_true", help="device benchmark: no launch counts")
+    p.add_argument("--no-plot", action="store_true", help="device benchmark: no PNG")
+    p.add_argument("--no-prewarm", action="store_true",
+                   help="device benchmark: no compilation ahead in child processes")
+    p.add_argument("--prewarm", metavar="JOBS", help=argparse.SUPPRESS)
     p.add_argument("--child", nargs=4, metavar=("FORM", "S", "B", "D"), help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     if args.child:
         form, S, B, D = args.child[0], *map(int, args.child[1:])
-        print(peak_memory_child(form, S, B, D, device, dtype))
+        print(peak_memory_child(form, S, B, D, torch.device(args.device), getattr(torch, args.dtype[0])))
         return
-    if device.type == "cuda":
-        main_cuda(args)
+    if args.prewarm:
+        run_prewarm(json.loads(args.prewarm), torch.device(args.device))
         return
+    if args.device == "cuda" or args.smoke:
+        main_device(args)
+        return
+    if len(args.dtype) > 1:
+        p.error("the CPU benchmark takes one --dtype")
+    args.dtype = args.dtype[0]
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
 
     repeats = args.repeats or (3 if args.quick else 7)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None

@@ -61,9 +61,16 @@ def with_geometry(monkeypatch):
     return use
 
 
-def rel_err(actual, expected):
+def rel_err(actual, expected, scale=1e-300):
+    """ max |actual - expected| over max(max |expected|, scale): a gradient that is zero in exact
+    arithmetic (D = 1) is compared on its natural scale, not on 0 """
     expected = np.asarray(expected, dtype=np.float64)
-    return np.abs(np.asarray(actual, dtype=np.float64) - expected).max() / max(np.abs(expected).max(), 1e-300)
+    return np.abs(np.asarray(actual, dtype=np.float64) - expected).max() / max(np.abs(expected).max(), scale)
+
+
+def grad_scale(T, S, B, tau_s=0.1):
+    """ the size of one term of dL/ds: n_v / (n B tau_s), n_v <= T """
+    return T / ((T * S - min(T, S)) * B * tau_s)
 
 
 # golden cases and the NumPy reference ------------------------------------------------------
@@ -99,20 +106,24 @@ def test_agrees_with_numpy_reference(T, S, B, D, geometry, dtype, with_geometry)
         assert abs(loss.item() - expected) <= tol * max(1.0, abs(expected)), (loss.item(), expected)
         grad = ref.backward()
         assert student.grad.dtype == dtype
-        assert rel_err(student.grad.cpu(), grad) < (1e-12 if dtype == torch.float64 else 1e-5)
+        assert rel_err(student.grad.cpu(), grad, grad_scale(T, S, B)) < (1e-12 if dtype == torch.float64 else 1e-5)
         assert rel_err(loss_fn.center[0, 0].cpu(), ref.center[0, 0]) < tol
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_one_output_dimension_gives_zero_loss_and_gradient(dtype):
-    """ one class: P_t = P_s = 1 """
+    """ one class: P_t = P_s = 1, so the loss is 0 and each gradient term cancels: exactly on the
+    CPU; on a GPU the compiler may contract z = (t - c) / tau into an FMA in one kernel and not in
+    another, so a term can be off by an ulp of its size """
     loss_fn = DINOLoss(1, student_temp=0.1, warmup_teacher_temp_epochs=4, backend="triton").to(DEVICE, dtype)
     for call, epoch in enumerate([1, 2.5]):
         teacher, student = batch(2, 4, 2, 1, seed=call, dtype=dtype)
         student.requires_grad_(True)
         loss = loss_fn(teacher, student, epoch=epoch)
         loss.backward()
-        assert loss.item() == 0.0 and not student.grad.any()
+        assert loss.item() == 0.0
+        eps = torch.finfo(dtype).eps
+        assert student.grad.abs().max().item() <= 16 * eps * grad_scale(2, 4, 2)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -219,7 +230,8 @@ def test_second_order_autograd_matches_the_readable_form():
     s = student.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(fused(s), s, create_graph=True)
     (g_first,) = torch.autograd.grad(fused(s), s)                 # the kernel's gradient
-    torch.testing.assert_close(g.detach(), g_first, rtol=1e-12, atol=1e-15)
+    # the double-backward graph and the kernel round differently (GPU FMAs): ~1e-15 absolute
+    torch.testing.assert_close(g.detach(), g_first, rtol=1e-12, atol=1e-14)
 
 
 def test_retained_graph_gives_the_same_gradient_twice():

@@ -162,6 +162,9 @@ def test_cuda_graph_replays_fresh_inputs(dtype):
         loss = plain_fn(t, s, epoch=1)
         loss.backward()
         expected.append((loss.detach().clone(), grad_of(lf, layout, D).clone(), plain_fn.center.clone()))
+    # a graph kept alive keeps an AccumulateGrad node made on the default stream: the captured
+    # backward would then accumulate there, which capture forbids
+    del loss
 
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())

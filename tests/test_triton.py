@@ -411,6 +411,9 @@ def test_cuda_graph_capture_and_replay(dtype):
         loss = plain_fn(teacher, student)
         loss.backward()
         expected.append((loss.detach().clone(), student.grad.clone(), plain_fn.center.clone()))
+    # a graph kept alive keeps the student's AccumulateGrad node, made on the default stream: the
+    # captured backward would then accumulate there, which capture forbids
+    del loss
 
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())

@@ -155,6 +155,7 @@ def test_cuda_graph_replays_fresh_inputs(dtype):
     T, S, B, D = 2, 7, 5, 4099
     layout = "transposed"
     teacher, student, leaf = make_inputs(T, S, B, D, dtype, seed=0, layout=layout)
+    del student              # the view holds the leaf's AccumulateGrad node, made on the default stream
     plain_fn, graph_fn = DINOLoss(D).to(DEVICE), DINOLoss(D).to(DEVICE)
     fresh = [make_inputs(T, S, B, D, dtype, seed=k + 1, layout=layout) for k in range(3)]
     expected = []
@@ -171,12 +172,14 @@ def test_cuda_graph_replays_fresh_inputs(dtype):
     with torch.cuda.stream(stream):                               # warm-up on a side stream
         for _ in range(2):
             leaf.grad = None
-            DINOLoss(D).to(DEVICE)(teacher, student, epoch=1).backward()
+            DINOLoss(D).to(DEVICE)(teacher, leaf.transpose(0, 1), epoch=1).backward()
     torch.cuda.current_stream().wait_stream(stream)
     leaf.grad = None
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        static_loss = graph_fn(teacher, student, epoch=1)
+        # the student view is made inside the capture, as a training step would: a view made
+        # before it carries a backward node of the default stream
+        static_loss = graph_fn(teacher, leaf.transpose(0, 1), epoch=1)
         static_loss.backward()
     graph_fn.center.zero_()                                       # capture ran nothing
     for (t, s, lf), (loss, grad, center) in zip(fresh, expected):

@@ -71,7 +71,7 @@ from .common import num_pairs
 # elements of D per student program (MIN_BLOCK..BLOCK, more for D > MAX_BLOCKS·BLOCK) and per
 # teacher program
 BLOCK = 1024
-MIN_BLOCK = 128
+MIN_BLOCK = 256
 MAX_BLOCKS = 1024            # D blocks per row at most (the finalize tile holds them all)
 TEACHER_BLOCK = 1024
 # aim for about this many (b, D block) student programs: enough to fill 132 SMs several times over
@@ -80,6 +80,10 @@ TARGET_TEACHER_PROGRAMS = 1024
 MAX_ROW_GROUPS = 16          # scratch of the teacher column sums: MAX_ROW_GROUPS · D values
 FINAL_ROWS = 128             # rows per finalize program at most ...
 FINAL_TILE = 4096            # ... and rows × blocks per finalize program
+# warps per program: block / (32 · this) threads' worth, 1 to 8. Measured on an H200 (bench_loss.py
+# --tune, benchmarks/README.md): at 4 elements per thread bfloat16 runs 7-8x slower (e.g. 4.5 ms
+# instead of 0.57 ms at (2,12,256,65536)); at 8 or 16 both dtypes are within 10 % of the best
+ELEMENTS_PER_THREAD = 8
 
 
 def _acc_type(dtype):
@@ -289,9 +293,9 @@ def _pow2(x):
 
 
 def plan(S, B, D, T, block=None, target_programs=None, teacher_block=None,
-         target_teacher_programs=None, final_rows=None, num_warps=4):
+         target_teacher_programs=None, final_rows=None, num_warps=None):
     """ the launch geometry: a dict of block sizes, grid sizes and warps per program (the
-    defaults are reasoned, not measured: `benchmarks/bench_loss.py --device cuda --tune`) """
+    defaults are reasoned, and the warps measured: `benchmarks/bench_loss.py --device cuda --tune`) """
     if block is None:                   # about target_programs (b, block) programs, in bounds
         block = triton.next_power_of_2(triton.cdiv(B * D, target_programs or TARGET_PROGRAMS))
         block = max(min(max(block, MIN_BLOCK), BLOCK), triton.next_power_of_2(triton.cdiv(D, MAX_BLOCKS)))
@@ -303,6 +307,7 @@ def plan(S, B, D, T, block=None, target_programs=None, teacher_block=None,
                  max(1, triton.cdiv(target_teacher_programs or TARGET_TEACHER_PROGRAMS, n_dblk)))
     rows_per_group = triton.cdiv(T * B, groups)
     final_rows = final_rows or min(FINAL_ROWS, max(1, FINAL_TILE // _pow2(n_blk)))  # a power of 2
+    num_warps = num_warps or min(8, max(1, block // (32 * ELEMENTS_PER_THREAD)))
     return dict(block=block, n_blk=n_blk, teacher_block=teacher_block, n_dblk=n_dblk,
                 rows_per_group=rows_per_group, n_groups=triton.cdiv(T * B, rows_per_group),
                 final_rows=final_rows, n_row_programs=triton.cdiv(S * B, final_rows),

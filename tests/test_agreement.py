@@ -107,3 +107,28 @@ def test_fused_partial_chunks_agree_with_readable(budget, monkeypatch):
                     what = f"T={T} S={S} B={B} D={D}"
                     assert_close(fused_loss.item(), readable.item(), 1e-10, atol_loss, "loss, " + what)
                     assert_close(s1.grad.numpy(), s2.grad.numpy(), 1e-10, atol_grad, "grad, " + what)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_agrees_where_most_exponentials_are_subnormal(dtype):
+    """ logits so spread that exp(z) of most entries falls below the smallest normal number: the
+    fused pass raises those z to log(tiny) + 1 (a subnormal costs x86 CPUs many times the time);
+    loss and gradient still agree with the readable form computed in float64 """
+    gen = torch.Generator().manual_seed(0)
+    T, S, B, D = 2, 5, 3, 4096
+    tiny = torch.finfo(dtype).tiny
+    spread = -2 * np.log(tiny) * 0.1                                 # z = (s - max s)/0.1 reaches ~ -4 log(1/tiny)
+    s = (spread * torch.randn(S, B, D, generator=gen, dtype=torch.float64))
+    P_t = torch.softmax(torch.randn(T, B, D, generator=gen, dtype=torch.float64), -1)
+    z = (s - s.amax(-1, keepdim=True)) / 0.1
+    assert (z < np.log(tiny)).double().mean() > 0.3                   # the case exercises the floor
+    s1 = s.to(dtype).requires_grad_()
+    s2 = s.to(dtype).double().requires_grad_()
+    fused_loss = dino_cross_entropy(P_t.to(dtype), s1, 0.1)
+    readable = dino_cross_entropy_readable(P_t, s2, 0.1)
+    fused_loss.backward()
+    readable.backward()
+    eps = torch.finfo(dtype).eps
+    # the loss is a difference of terms of size |z| ~ spread / 0.1: rounding relative to those
+    assert_close(fused_loss.item(), readable.item(), 0, 8 * eps * float(z.abs().max()), "loss")
+    assert_close(s1.grad.double().numpy(), s2.grad.numpy(), 0, 8 * eps / (B * 0.1), "grad")

@@ -74,6 +74,7 @@ def fused_pass(student, P_t, student_temp, grad=None):
     g_scale = inv_tau / (n * B)                                        # 1 / (n B tau)
     n_v = pair_counts(T, S, student.device, student.dtype)            # (S,)  n_v
     exp_floor = math.log(torch.finfo(student.dtype).tiny) + 1.0        # exp(z) stays a normal number
+    cpu = student.device.type == "cpu"
     n_v_g = n_v * g_scale                                              # (S,)  n_v / (n B tau)
     nv, r = chunk_shape(S, B, D, student.device)
     new = student.new_empty
@@ -103,10 +104,11 @@ def fused_pass(student, P_t, student_temp, grad=None):
                 torch.mul(zc[v - v0], Qv, out=p[v - v0])               # (r, D)  Q_v z
             torch.sum(p, -1, out=dot_Qv[v0:v1, b0:b1])                 # (nv, r)  <Q_v, z>
             # exp(z) below the smallest normal number (tiny) is a subnormal, which x86 CPUs compute
-            # many times slower (the whole pass 3-6x slower at logits of spread ~100); raising z to
+            # many times slower (the whole pass 3-4x slower at logits of spread ~100); raising z to
             # log(tiny) + 1 first (e * tiny, clear of rounding into the subnormals) changes
-            # sum_exp >= 1 by at most e * tiny * D
-            zc.clamp_(min=exp_floor)
+            # sum_exp >= 1 by at most e * tiny * D. CPU only: GPUs compute subnormals at full speed
+            if cpu:
+                zc.clamp_(min=exp_floor)
             se = torch.sum(zc.exp_(), -1, out=sum_exp[v0:v1, b0:b1])   # (nv, r)  sum_d exp(z) >= 1
             if grad is not None:
                 g = grad[v0:v1, b0:b1]                                 # (nv, r, D), written once

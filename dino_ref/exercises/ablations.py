@@ -43,7 +43,7 @@ def _mistake(got, teacher, center):
         "without exp": numpy_ref.softmax(logits, 1e-2),
     }
     for name, wrong in candidates.items():
-        if got.shape == wrong.shape and np.allclose(got, wrong, atol=1e-9):
+        if got.shape == wrong.shape and np.allclose(got, wrong, atol=1e-6):
             return name
     return None
 
@@ -63,7 +63,7 @@ def check_hard_targets(fn):
                                  "`raise NotImplementedError` with your code)") from None
         got = got.detach().cpu().numpy() if hasattr(got, "detach") else got
         expected = numpy_ref.teacher_targets(teacher, center, 0.0)
-        if np.asarray(got).shape == expected.shape and np.allclose(got, expected, atol=1e-9):
+        if np.asarray(got).shape == expected.shape and np.allclose(got, expected, atol=1e-6):
             continue
         mistake = _mistake(got, teacher, center)
         if mistake:
@@ -71,7 +71,7 @@ def check_hard_targets(fn):
                                  f"{mistake}")
         break
     return check_function("hard_targets", fn, lambda t, c: numpy_ref.teacher_targets(t, c, 0.0),
-                          cases, hint=hint, rtol=0.0, atol=1e-9,
+                          cases, hint=hint, rtol=0.0, atol=1e-6,      # float32 1/3 passes
                           against="dino_ref.numpy_ref.teacher_targets(t, c, 0)")
 
 

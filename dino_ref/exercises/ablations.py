@@ -96,17 +96,17 @@ def _knn_cases(rng):
 
 
 def check_knn_vote(fn):
-    """ fn(train_feats (N, C), train_labels (N,), test_feats (M, C), num_classes, k, T) -> (M,)
-    predicted labels: cosine similarity (L2-normalised features), the k most similar train
-    features vote for their labels with weight exp(sim / T), the heaviest class wins """
+    """ fn(train_feats (N, C), train_labels (N,), test_feats (M, C), num_classes, k, temperature)
+    -> (M,) predicted labels: cosine similarity (L2-normalised features), the k most similar train
+    features vote for their labels with weight exp(sim / temperature), the heaviest class wins """
     rng = np.random.default_rng(702)
     cases = [c for c in _knn_cases(rng) if not _near_tie(c)]        # labels rounding cannot flip
     return check_function(
         "knn_vote", fn, _knn_expected, cases, rtol=0.0, atol=0.0,
         against="dino_ref.train.knn.knn_classify",
         hint="normalise every feature to unit length first (cosine similarity), keep the k "
-             "largest similarities per test row, and add exp(sim / T) to the vote of each "
-             "neighbour's label (not 1 per neighbour, not sim itself); return the argmax per row")
+             "largest similarities per test row, and add exp(sim / temperature) to the vote of "
+             "each neighbour's label (not 1 per neighbour, not sim itself); return the argmax per row")
 
 
 def _near_tie(case):

@@ -32,8 +32,14 @@ def hard_torch(teacher, center):
     return mask / mask.sum(-1, keepdim=True)
 
 
-@pytest.mark.parametrize("solution", [hard_loop, hard_vectorized, hard_torch],
-                         ids=["loops", "numpy", "torch"])
+def hard_float32(teacher, center):
+    z = (teacher - center).astype(np.float32)
+    is_max = (z == z.max(-1, keepdims=True)).astype(np.float32)
+    return is_max / is_max.sum(-1, keepdims=True)                     # 1/3 rounded to float32
+
+
+@pytest.mark.parametrize("solution", [hard_loop, hard_vectorized, hard_torch, hard_float32],
+                         ids=["loops", "numpy", "torch", "float32"])
 def test_hard_targets_accepts_every_correct_form(solution, capsys):
     assert check_hard_targets(solution) is True
     assert "passed" in capsys.readouterr().out

@@ -101,6 +101,7 @@ def mean_over_views(t, c, tau_t, S):
     (own_crop_in_the_mixture, "mixture of all T teacher views"),
     (divided_by_T_S, "divided by T\\*S\\*B"),
     (mean_over_views, "mean over the student views"),
+    (lambda t, c, tau_t, S: floor_loop(t, 0.0 * c, tau_t, S), "center was not subtracted"),
 ])
 def test_loss_floor_rejects(wrong, named):
     with pytest.raises(ExerciseFailed, match=named):
@@ -187,7 +188,10 @@ def variant(centered=True, own_view=False, temp=None, sign=1.0, divisor=None):
     (variant(divisor=lambda T, S: T * S), "not T\\*S"),
     (lambda t, s, c, tau_t, tau_s: numpy_ref.dino_loss_grad(t, s, c, tau_t, tau_s)[:t.shape[0]],
      "dL/dt\\[i, b\\] = -P_t"),                                 # the student's gradient: general hint
-], ids=["no-second-term", "own-view", "tau_s", "sign", "T-times-S", "student-gradient"])
+    (lambda t, s, c, tau_t, tau_s: teacher_grad_loop(t, s, 0.0 * c, tau_t, tau_s),
+     "center was not subtracted"),
+], ids=["no-second-term", "own-view", "tau_s", "sign", "T-times-S", "student-gradient",
+        "no-center"])
 def test_teacher_grad_rejects(wrong, named):
     with pytest.raises(ExerciseFailed, match=named):
         check_teacher_grad(wrong)

@@ -109,7 +109,19 @@ def by_reordering(P_t, log_P_s, crop_of):
     return (-(P_t.sum(0) * lq).sum() + (P_t * lq[:T]).sum()) / ((T * S - T) * B)
 
 
-@pytest.mark.parametrize("answer", [factorised_loss, by_loop, in_torch_float32, by_reordering])
+def factorised_in_torch_float32(P_t, log_P_s, crop_of):
+    # the factorised form itself in float32: two sums of ~30 each whose difference can be ~0.01
+    P, lq = torch.tensor(P_t, dtype=torch.float32), torch.tensor(log_P_s, dtype=torch.float32)
+    c = torch.as_tensor(crop_of)
+    T, B, _ = P.shape
+    shared = c >= 0
+    all_cells = -(P.sum(0) * lq).sum()
+    same_crop = -(P[c[shared]] * lq[shared]).sum()
+    return (all_cells - same_crop) / ((T * lq.shape[0] - T) * B)
+
+
+@pytest.mark.parametrize("answer", [factorised_loss, by_loop, in_torch_float32, by_reordering,
+                                    factorised_in_torch_float32])
 def test_factorised_loss_accepts(answer):
     assert check_factorised_loss(answer)
 
@@ -166,3 +178,13 @@ def test_not_implemented_is_reported():
         raise NotImplementedError
     with pytest.raises(ExerciseFailed, match="not implemented"):
         check_pair_count(stub)
+
+
+@pytest.mark.parametrize("check, wrong", [
+    (check_pair_count, lambda T, G, L: T * (G + L) - G + 0.4),
+    (check_pairs_per_view, lambda T, crop_of: np.where(np.asarray(crop_of) >= 0, T - 1, T) + 0.4),
+], ids=["pair-count", "pairs-per-view"])
+def test_a_count_must_be_exact(check, wrong):
+    """ counts are compared exactly: a number 0.4 away from the count is not the count """
+    with pytest.raises(ExerciseFailed):
+        check(wrong)

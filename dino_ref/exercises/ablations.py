@@ -43,7 +43,7 @@ def _mistake(got, teacher, center):
         "without exp": numpy_ref.softmax(logits, 1e-2),
     }
     for name, wrong in candidates.items():
-        if got.shape == wrong.shape and np.allclose(got, wrong, atol=1e-9):
+        if got.shape == wrong.shape and np.allclose(got, wrong, atol=1e-6):
             return name
     return None
 
@@ -63,7 +63,7 @@ def check_hard_targets(fn):
                                  "`raise NotImplementedError` with your code)") from None
         got = got.detach().cpu().numpy() if hasattr(got, "detach") else got
         expected = numpy_ref.teacher_targets(teacher, center, 0.0)
-        if np.asarray(got).shape == expected.shape and np.allclose(got, expected, atol=1e-9):
+        if np.asarray(got).shape == expected.shape and np.allclose(got, expected, atol=1e-6):
             continue
         mistake = _mistake(got, teacher, center)
         if mistake:
@@ -71,7 +71,7 @@ def check_hard_targets(fn):
                                  f"{mistake}")
         break
     return check_function("hard_targets", fn, lambda t, c: numpy_ref.teacher_targets(t, c, 0.0),
-                          cases, hint=hint, rtol=0.0, atol=1e-9,
+                          cases, hint=hint, rtol=0.0, atol=1e-6,      # float32 1/3 passes
                           against="dino_ref.numpy_ref.teacher_targets(t, c, 0)")
 
 
@@ -96,17 +96,17 @@ def _knn_cases(rng):
 
 
 def check_knn_vote(fn):
-    """ fn(train_feats (N, C), train_labels (N,), test_feats (M, C), num_classes, k, T) -> (M,)
-    predicted labels: cosine similarity (L2-normalised features), the k most similar train
-    features vote for their labels with weight exp(sim / T), the heaviest class wins """
+    """ fn(train_feats (N, C), train_labels (N,), test_feats (M, C), num_classes, k, temperature)
+    -> (M,) predicted labels: cosine similarity (L2-normalised features), the k most similar train
+    features vote for their labels with weight exp(sim / temperature), the heaviest class wins """
     rng = np.random.default_rng(702)
     cases = [c for c in _knn_cases(rng) if not _near_tie(c)]        # labels rounding cannot flip
     return check_function(
         "knn_vote", fn, _knn_expected, cases, rtol=0.0, atol=0.0,
         against="dino_ref.train.knn.knn_classify",
         hint="normalise every feature to unit length first (cosine similarity), keep the k "
-             "largest similarities per test row, and add exp(sim / T) to the vote of each "
-             "neighbour's label (not 1 per neighbour, not sim itself); return the argmax per row")
+             "largest similarities per test row, and add exp(sim / temperature) to the vote of "
+             "each neighbour's label (not 1 per neighbour, not sim itself); return the argmax per row")
 
 
 def _near_tie(case):

@@ -104,6 +104,8 @@ _FLOOR_MISTAKES = [
         lambda T, S, w: sum(w)),
      "this is the mean over the student views of h(Q_v / n_v); the loss averages over the pairs, "
      "so view v counts n_v times: sum_v n_v h(Q_v / n_v) / (n B)."),
+    (lambda t, c, tau_t, S: _floor_reference(t, 0.0 * c, tau_t, S),
+     "the center was not subtracted: the teacher targets are P_t = softmax((t - c) / tau_t)."),
 ]
 
 
@@ -158,6 +160,8 @@ _GRAD_MISTAKES = [
      "the sign is flipped: L = -(1 / n B) sum P_t log P_s, so dL/du = -P_t (R - <P_t, R>)."),
     (lambda *a: _teacher_grad_with(*a, divisor=lambda T, S: T * S),
      "divide by n B tau_t with n = T*S - min(T, S), not T*S."),
+    (lambda t, s, c, tau_t, tau_s: _teacher_grad_with(t, s, 0.0 * c, tau_t, tau_s),
+     "the center was not subtracted: P_t = softmax((t - c) / tau_t)."),
 ]
 
 

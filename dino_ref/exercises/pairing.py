@@ -63,7 +63,7 @@ def check_pair_count(pair_count):
          "only the G shared global crops lose one (their own)."),
     ]
     return check_function(
-        "check_pair_count", pair_count, reference, _subset_cases(seed=101), rtol=0, atol=0.5,
+        "check_pair_count", pair_count, reference, _subset_cases(seed=101), rtol=0, atol=0,
         against="a count over the grid", mistakes=mistakes,
         hint="n counts the cells of the T x (G + L) grid whose student view shows another crop than "
              "the teacher view: only the G shared global crops have a same-crop cell.")
@@ -122,7 +122,7 @@ def check_pairs_per_view(pairs_per_view):
     ]
     return check_function(
         "check_pairs_per_view", pairs_per_view, reference, _counts_cases(seed=102), rtol=0,
-        atol=0.5, against="a count over the grid", mistakes=mistakes,
+        atol=0, against="a count over the grid", mistakes=mistakes,
         hint="n_v = T - 1 for a view that shows one of the teacher's crops (crop_of[v] >= 0), T for "
              "a local crop (crop_of[v] = -1), wherever the view sits; one number per student view.")
 
@@ -203,9 +203,17 @@ def check_factorised_loss(factorised_loss):
          "the same-crop cells are right, but the sum is divided by T*S*B; there are n = T*S - T pairs "
          "(one same-crop cell per teacher crop)."),
     ]
+    def tolerance(args, expected):     # the factorised form subtracts two sums of H ~ 30 each:
+        teacher, student, center, tau_t, tau_s, crop_of = args     # float32 loses ~1e-7 of them
+        P_t = numpy_ref.teacher_targets(teacher, center, tau_t)
+        log_P_s = numpy_ref.log_softmax(student, tau_s)
+        T, B, _ = P_t.shape
+        return -(P_t.sum(axis=0) * log_P_s).sum() / ((T * len(crop_of) - T) * B)
+
     return check_function(
         "check_factorised_loss", _on_probabilities(factorised_loss), _dino_loss_any_order,
-        _loss_cases(seed=103), rtol=1e-5, atol=1e-7, against="numpy_ref.dino_loss",
+        _loss_cases(seed=103), rtol=1e-5, atol=1e-6, atol_scale=tolerance,
+        against="numpy_ref.dino_loss",
         mistakes=[(_on_probabilities(wrong), hint) for wrong, hint in mistakes],
         hint="sum_v sum_b H(Q[b], P_s[v, b]) with Q = sum_i P_t[i] counts every cell of the grid; "
              "subtract the T same-crop cells H(P_t[crop_of[v]], P_s[v]) (views with crop_of[v] >= "

@@ -1,4 +1,4 @@
-"""The checker machinery shared by all exercises: run a learner's function and the reference on
+"""The checker machinery shared by all exercises: run a learner's function and the expected answer on
 the same random cases, print one line on success, raise `ExerciseFailed` with a hint otherwise."""
 
 import inspect
@@ -9,23 +9,23 @@ __all__ = ["ExerciseFailed", "check_function"]
 
 
 class ExerciseFailed(AssertionError):
-    """ the learner's answer disagrees with the reference (an AssertionError, so graders see it) """
+    """ the learner's answer disagrees with the expected one (an AssertionError, so graders see it) """
 
 
-def check_function(name, fn, reference, cases, hint, rtol=1e-6, atol=1e-9,
+def check_function(name, fn, expected_fn, cases, hint, rtol=1e-6, atol=1e-9,
                    against="the NumPy reference", mistakes=(), atol_scale=None):
-    """ compare fn(*args) with reference(*args) for every args in cases; True, or ExerciseFailed
+    """ compare fn(*args) with expected_fn(*args) for every args in cases; True, or ExerciseFailed
 
     name: what is printed; cases: a list of argument tuples (inputs are copied before each call,
-    so an answer that writes into its inputs cannot change the reference's); hint: one sentence
-    telling the commonest mistake; against: what the reference is, for the printed line.
+    so an answer that writes into its inputs cannot change the expected answer); hint: one sentence
+    telling the commonest mistake; against: what computes the expected answer, for the printed lines.
     Outputs are compared as float arrays with rtol/atol. mistakes: (wrong(*args), hint) pairs; when
     a failing answer equals one of these typical wrong answers, its hint names the mistake.
     atol_scale(args, expected) -> a number that multiplies atol in that case (for outputs whose
     rounding error grows with the size of the inputs).
     """
     for k, args in enumerate(cases):
-        expected = np.asarray(reference(*_copy(args)), dtype=float)
+        expected = np.asarray(expected_fn(*_copy(args)), dtype=float)
         try:
             got = fn(*_copy(args))
         except NotImplementedError:
@@ -35,7 +35,7 @@ def check_function(name, fn, reference, cases, hint, rtol=1e-6, atol=1e-9,
         tol = dict(rtol=rtol, atol=atol * (atol_scale(args, expected) if atol_scale else 1.0))
         if got.shape != expected.shape or not np.allclose(got, expected, **tol):
             raise ExerciseFailed(
-                f"{name}: case {k + 1} of {len(cases)} differs from the reference.\n"
+                f"{name}: case {k + 1} of {len(cases)} differs from {against}.\n"
                 f"  inputs:   {_describe(args, _names(fn, len(args)))}\n"
                 f"  expected: {_short(expected)}\n"
                 f"  got:      {_short(got)}\n"

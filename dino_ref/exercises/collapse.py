@@ -27,7 +27,7 @@ def _random_targets(rng, T, B, K, sharpness):
 
 
 def check_batch_entropy(fn):
-    """ fn(P_t (T, B, K) probabilities) -> float h(P_bar_t); compared with the NumPy reference """
+    """ fn(P_t (T, B, K) probabilities) -> float h(P_bar_t); compared with diagnostics.batch_entropy """
     rng = np.random.default_rng(61)
     one_dim = np.zeros((2, 4, 8))
     one_dim[..., 5] = 1.0                                             # h = h_batch = 0; has 0 log 0
@@ -57,7 +57,7 @@ def state_by_thresholds(h, h_batch, log_K):
 
 def check_collapse_state(fn):
     """ fn(h, h_batch, log_K) -> one of ONE_DIMENSION, UNIFORM, HEALTHY (the thresholds 0.15 and
-    0.85 of log K); compared with the reference on fixed and random states """
+    0.85 of log K); compared with notebook 06's rule on fixed and random states """
     rng = np.random.default_rng(62)
     log_K = float(np.log(1024))
     fixed = [(0.01, 0.02), (0.99, 0.999), (0.05, 0.9), (0.5, 0.7), (0.9, 0.95), (0.1, 0.6)]
@@ -76,5 +76,5 @@ def check_collapse_state(fn):
                 f"should be {expected!r}, got {got!r}.\n  hint: a low h(P_t) alone is not a "
                 "collapse: sharp rows on *different* dimensions have a high batch entropy. "
                 "Decide 'one dimension' from h(P_bar_t), 'uniform' from h(P_t).")
-    print(f"collapse_state: passed, {len(fixed) + len(rand)} states named as the reference does")
+    print(f"collapse_state: passed, {len(fixed) + len(rand)} states named as notebook 06's rule names them")
     return True

@@ -4,40 +4,27 @@ CUDA only. Results of an H200 run: benchmarks/results/h200/plan_warps_after.txt.
 
     python benchmarks/plan_warps.py
 
-Medians of 30 calls, each queued behind torch.cuda._sleep (device time, no launch gaps).
+Device time as bench_loss.py measures it (`cuda_times`: CUDA events around a call queued behind
+torch.cuda._sleep, medians of 30). The committed H200 results were printed by an inline form of
+this script that timed the same way with a fixed sleep.
 """
-
-import statistics
 
 import torch
 
+from bench_loss import cuda_times, sleep_cycles_for          # benchmarks/ is on sys.path as a script
 from dino_ref import triton_kernels
 
 SHAPES = [(2, 10, 32, 65536), (2, 12, 64, 65536), (2, 12, 256, 65536), (2, 10, 32, 4096), (2, 10, 8, 4096)]
 
 
-def device_ms(fn, repeats=30):
-    """ median device time of fn() queued behind a GPU sleep """
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(2_000_000)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def main():
+def main(shapes=SHAPES, device=torch.device("cuda")):
+    sleep = sleep_cycles_for(5, device)                              # longer than any call here
+    device_ms = lambda fn: cuda_times(fn, 30, sleep, device)["device_ms"]  # noqa: E731
     for dtype in (torch.float32, torch.bfloat16):
-        for T, S, B, D in SHAPES:
-            teacher = torch.randn(T, B, D, device="cuda", dtype=dtype)
-            student = torch.randn(S, B, D, device="cuda", dtype=dtype, requires_grad=True)
-            center = torch.zeros(D, device="cuda")
+        for T, S, B, D in shapes:
+            teacher = torch.randn(T, B, D, device=device, dtype=dtype)
+            student = torch.randn(S, B, D, device=device, dtype=dtype, requires_grad=True)
+            center = torch.zeros(D, device=device)
             plan = triton_kernels.plan(S, B, D, T)
             times = {}
             for name, geometry in (("rule", None), ("4 warps", dict(num_warps=4, block=plan["block"]))):

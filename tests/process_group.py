@@ -2,8 +2,10 @@
 session, and every process it starts inherits a marker in its environment (torchrun starts each
 worker in a session of its own, so the process group alone misses them). On timeout, and after
 the run, every live process of the group or with the marker is killed, and a leftover fails."""
+import pathlib
 import os
 import signal
+import sys
 import subprocess
 import time
 import uuid
@@ -71,3 +73,15 @@ def run_in_own_session(cmd, timeout, grace=15, env=None, **kwargs):
         _kill(left)
     assert not left, f"{cmd} left processes {left} behind (killed now)"
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def two_rank_results(script, tmp, timeout=300):
+    """ run `script` (a test file whose __main__ starts two gloo ranks writing tmp/out.<rank>) in
+    a session of its own, importing this checkout, and load what each rank saved """
+    import dino_ref
+    import torch
+    root = str(pathlib.Path(dino_ref.__file__).parents[1])            # the ranks import this checkout
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    out = run_in_own_session([sys.executable, script, str(tmp)], timeout=timeout, cwd=str(tmp), env=env)
+    assert out.returncode == 0, out.stderr
+    return [torch.load(pathlib.Path(tmp) / f"out.{rank}") for rank in range(2)]

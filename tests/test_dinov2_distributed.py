@@ -5,8 +5,6 @@ row counts, so every rank gets the one-process result. The authors' class-token 
 B = local rows x world size (equal shards assumed): measured here when dinov2 is installed.
 The ranks run in a child process of their own session (`process_group.run_in_own_session`).
 """
-import os
-import pathlib
 import sys
 import warnings
 
@@ -14,9 +12,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from process_group import run_in_own_session
+from process_group import two_rank_results
 
-import dino_ref
 from dino_ref import DINOLoss, iBOTPatchLoss, sinkhorn_knopp
 
 SHARDS = [(0, 3), (3, 10)]                # rank 0 holds 3 rows, rank 1 holds 7
@@ -61,12 +58,7 @@ def _rank_main(rank, world_size, init_file, out_file):
 def two_ranks(tmp_path_factory):
     if not dist.is_available():
         pytest.skip("torch.distributed is not available")
-    tmp = tmp_path_factory.mktemp("ranks")
-    root = str(pathlib.Path(dino_ref.__file__).parents[1])            # the ranks import this checkout
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    out = run_in_own_session([sys.executable, __file__, str(tmp)], timeout=300, cwd=str(tmp), env=env)
-    assert out.returncode == 0, out.stderr
-    return [torch.load(tmp / f"out.{rank}") for rank in range(2)]
+    return two_rank_results(__file__, tmp_path_factory.mktemp("ranks"))
 
 
 def test_sinkhorn_on_uneven_shards_equals_one_process(two_ranks):

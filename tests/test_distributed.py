@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from process_group import run_in_own_session
+from process_group import run_in_own_session, two_rank_results
 from tiny_run import TINY_FLAGS, free_port, subprocess_env
 
 from dino_ref import DINOLoss
@@ -98,10 +98,7 @@ def two_ranks(tmp_path_factory):
     """ run both ranks once (in a child process of their own session) and load their results """
     if not dist.is_available():
         pytest.skip("torch.distributed is not available")
-    tmp = tmp_path_factory.mktemp("ranks")
-    out = run_in_own_session([sys.executable, __file__, str(tmp)], timeout=300, cwd=str(tmp))
-    assert out.returncode == 0, out.stderr
-    return [torch.load(tmp / f"out.{rank}") for rank in range(2)]
+    return two_rank_results(__file__, tmp_path_factory.mktemp("ranks"))
 
 
 def test_two_ranks_with_uneven_shards_match_one_process(two_ranks):

@@ -1,0 +1,106 @@
+"""Procedural objects: one shape per image on a textured background, with its pixel mask.
+
+Five classes of 32x32 colour images. A class is a *shape kind* (disc, square, triangle, ring,
+cross) drawn with a random size, rotation, position and flat colour on one of the ten procedural
+textures of `data.py` in two close colours (the clutter). The object's colour is 0.3 away from the
+background's mean colour in every channel, so the object is visible wherever its mask is set;
+colour says nothing about the class. Labels and masks are used only for evaluation: the mask is
+what the class-token attention of a ViT is compared with (`attention.py`).
+"""
+
+import math
+
+import torch
+
+from .data import NUM_CLASSES as NUM_TEXTURES
+from .data import pattern
+
+SHAPES = ("disc", "square", "triangle", "ring", "cross")
+NUM_SHAPES = len(SHAPES)
+RADIUS = (6.0, 10.0)          # the shape's outer radius in pixels, for 32-pixel images
+OBJECT_STEP = 0.3             # |object colour - background mean| in every channel
+CLUTTER = 0.1                 # the background's two colours are mean -/+ at most this per channel
+NOISE = 0.03                  # uniform sensor noise, +/- this, on every pixel
+
+
+def _uniform(n, lo, hi, g):
+    """ n draws of U(lo, hi); (n, 1, 1) to broadcast over pixels """
+    return (lo + (hi - lo) * torch.rand(n, generator=g)).view(n, 1, 1)
+
+
+def shape_mask(label, u, v):
+    """ inside of a shape kind at unit outer radius, in the shape's own coordinates u, v (any
+    broadcastable shapes); -> bool """
+    name = SHAPES[label]
+    rho = torch.sqrt(u ** 2 + v ** 2)
+    if name == "disc":
+        return rho <= 1.0
+    if name == "square":                                             # side 1.6 (corners at 1.13)
+        return torch.maximum(u.abs(), v.abs()) <= 0.8
+    if name == "triangle":                                           # equilateral, circumradius 1
+        inside = torch.ones_like(rho, dtype=torch.bool)
+        for k in range(3):                                           # three half-planes n_k . x <= 1/2
+            a = math.pi / 2 + 2 * math.pi * k / 3
+            inside &= u * math.cos(a) + v * math.sin(a) <= 0.5
+        return inside
+    if name == "ring":
+        return (rho <= 1.0) & (rho >= 0.55)
+    if name == "cross":                                              # two bars of half-width 0.3
+        return (((u.abs() <= 0.3) & (v.abs() <= 1.0)) | ((v.abs() <= 0.3) & (u.abs() <= 1.0)))
+    raise ValueError(f"unknown shape {label}")
+
+
+def draw_objects(labels, size, g):
+    """ one object per label on a textured background: (images (N, 3, size, size) in [0, 1],
+    masks (N, size, size) bool, backgrounds (N, 3, size, size): the images without the object) """
+    n = len(labels)
+    scale = size / 32
+    # the object: radius, rotation, a centre that keeps it inside the image
+    r = _uniform(n, RADIUS[0] * scale, RADIUS[1] * scale, g)           # (n, 1, 1) pixels
+    angle = _uniform(n, 0.0, 2 * math.pi, g)
+    cy = r + (size - 2 * r) * torch.rand(n, 1, 1, generator=g)
+    cx = r + (size - 2 * r) * torch.rand(n, 1, 1, generator=g)
+    yx = torch.arange(size, dtype=torch.float32) + 0.5                # pixel centres
+    dy, dx = yx.view(1, size, 1) - cy, yx.view(1, 1, size) - cx       # (n, size, size)
+    u = (dx * torch.cos(angle) + dy * torch.sin(angle)) / r           # the shape's frame, radius 1
+    v = (-dx * torch.sin(angle) + dy * torch.cos(angle)) / r
+    masks = torch.zeros(n, size, size, dtype=torch.bool)
+    for label in range(NUM_SHAPES):
+        rows = labels == label
+        masks[rows] = shape_mask(label, u[rows], v[rows])
+
+    # the background: a random texture in two close colours around a mean colour
+    kinds = torch.randint(NUM_TEXTURES, (n,), generator=g)
+    texture = torch.empty(n, size, size)
+    for kind in range(NUM_TEXTURES):
+        rows = (kinds == kind).nonzero().flatten()
+        if len(rows):
+            texture[rows] = pattern(kind, len(rows), size, g)
+    mean = 0.3 + 0.4 * torch.rand(n, 3, 1, 1, generator=g)            # in [0.3, 0.7]
+    spread = CLUTTER * (2 * torch.rand(n, 3, 1, 1, generator=g) - 1)   # colour 1 - colour 0, / 2
+    backgrounds = mean + spread * (2 * texture.unsqueeze(1) - 1)      # (n, 3, size, size)
+    backgrounds = backgrounds + NOISE * (2 * torch.rand(backgrounds.shape, generator=g) - 1)
+
+    # the object: a flat colour OBJECT_STEP away from the mean in every channel, with noise
+    sign = torch.where(torch.rand(n, 3, 1, 1, generator=g) < 0.5, -1.0, 1.0)
+    colour = mean + OBJECT_STEP * sign                                # in [0, 1]
+    objects = colour + NOISE * (2 * torch.rand(backgrounds.shape, generator=g) - 1)
+    images = torch.where(masks.unsqueeze(1), objects, backgrounds)
+    return images.clamp(0, 1), masks, backgrounds.clamp(0, 1)
+
+
+def make_objects(n_per_class, size=32, seed=0):
+    """ (images (N, 3, size, size) in [0, 1], masks (N, size, size) bool, labels (N,)) with
+    N = n_per_class * NUM_SHAPES; the same seed gives the same set """
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(NUM_SHAPES).repeat_interleave(n_per_class)
+    labels = labels[torch.randperm(len(labels), generator=g)]         # mix the classes
+    images, masks, _ = draw_objects(labels, size, g)
+    return images, masks, labels
+
+
+def make_object_splits(n_train_per_class=400, n_test_per_class=100, size=32, seed=0):
+    """ a train split (the k-NN memory bank, also the DINO training set) and a test split, each
+    (images, masks, labels), drawn independently """
+    return (make_objects(n_train_per_class, size, seed),
+            make_objects(n_test_per_class, size, seed + 1_000_003))

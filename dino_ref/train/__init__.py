@@ -7,6 +7,7 @@
     objects.py    procedural objects (five shape kinds on textures, with their masks)
     multicrop.py  the DINO views: 2 global + N local crops
     knn.py        the weighted k-NN evaluation
+    attention.py  the class token's attention against the object mask (Jaccard)
 """
 
 from .config import PRESETS, Config, make_parser, parse_args, preset

@@ -55,6 +55,8 @@ BAD = [
     ("weight_decay_end", ["--weight-decay-end", "inf"], "'inf'"),
     ("clip_grad", ["--clip-grad", "-1"], "'-1'"),
     ("freeze_last_layer", ["--freeze-last-layer", "-1"], "'-1'"),
+    ("data", ["--data", "mnist"], "'mnist'"),
+    ("batch_size", ["--data", "objects", "--batch-size", "1001"], "x 5 classes = 1000"),
     ("train_per_class", ["--train-per-class", "0"], "'0'"),
     ("test_per_class", ["--test-per-class", "0"], "'0'"),
     ("knn_k", ["--knn-k", "0"], "'0'"), ("knn_k", ["--knn-k", "100000"], "--knn-k 100000"),

@@ -68,6 +68,13 @@ def test_the_vit_backbone_trains_through_the_config_fields(tmp_path):
     assert sum(k.startswith("backbone.blocks.") and k.endswith("qkv.weight") for k in state) == 1
 
 
+def test_the_object_images_train_with_five_classes():
+    m = train(steps=2, **TINY, data="objects", backbone="vit", patch_size=8, vit_dim=16,
+              vit_depth=1, vit_heads=2, head_bn=False)
+    assert m["config"]["data"] == "objects" and m["final"]["num_classes"] == 5
+    assert m["final"]["chance"] == 0.2 and len(m["history"]) == 2
+
+
 RESULTS = sorted((Path(__file__).parent.parent / "notebooks" / "results").glob("fig7_*.json"))
 
 

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 import torch
 
 from .data import NUM_CLASSES
+from .objects import NUM_SHAPES
 
 __all__ = ["Config", "PRESETS", "OUTPUT_FIELDS", "preset", "make_parser", "parse_args",
-           "check_config"]
+           "check_config", "num_classes"]
 
 
 def _number(kind, low, high=None, low_open=False):
@@ -147,6 +148,9 @@ class Config:
     weight_decay_end: float = _field(0.4, "weight decay at the last step", _number(float, 0.0))
     clip_grad: float = _field(3.0, "per-parameter gradient norm clip (0: off)", _number(float, 0.0))
     freeze_last_layer: int = _field(1, "epochs with the head's last layer frozen", NON_NEGATIVE)
+    data: str = _field("textures", "the images: textures (ten pattern classes) or objects (five "
+                       "shape kinds on textures, with masks for the attention maps)",
+                       choices=("textures", "objects"))
     train_per_class: int = _field(200, "images per class in the train split", _number(int, 1, 10 ** 5))
     test_per_class: int = _field(50, "images per class in the test split", _number(int, 1, 10 ** 5))
     knn_k: int = _field(20, "k of the k-NN evaluation", POSITIVE)
@@ -252,17 +256,23 @@ def parse_args(argv=None):
     return config
 
 
+def num_classes(config):
+    """ the number of classes of the config's images (--data) """
+    return NUM_SHAPES if config.data == "objects" else NUM_CLASSES
+
+
 def check_config(config, world_size=1):
     """ raise ValueError naming the flags whose values do not fit together """
-    n_train = config.train_per_class * NUM_CLASSES
+    classes = num_classes(config)
+    n_train = config.train_per_class * classes
     if config.batch_size > n_train:
         raise ValueError(f"--batch-size {config.batch_size} exceeds the train split "
-                         f"(--train-per-class {config.train_per_class} x {NUM_CLASSES} classes = {n_train})")
+                         f"(--train-per-class {config.train_per_class} x {classes} classes = {n_train})")
     if config.batch_size % world_size:
         raise ValueError(f"--batch-size {config.batch_size} does not split into {world_size} ranks")
     if config.knn_k > n_train:
         raise ValueError(f"--knn-k {config.knn_k} exceeds the train split (--train-per-class "
-                         f"{config.train_per_class} x {NUM_CLASSES} classes = {n_train})")
+                         f"{config.train_per_class} x {classes} classes = {n_train})")
     total = config.steps if config.steps is not None else config.epochs * (n_train // config.batch_size)
     if total > 10 ** 7:
         raise ValueError(f"{total} steps (--epochs x steps per epoch) exceed 10^7")

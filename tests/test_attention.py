@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from dino_ref.train.attention import (attention_jaccard, class_token_attention, jaccard,
-                                      jaccard_per_head, mass_threshold, patch_mask)
+from dino_ref.train.attention import (attention_jaccard, centre_prior, class_token_attention,
+                                      jaccard, jaccard_per_head, mass_threshold, patch_mask)
 from dino_ref.train.data import MEAN, STD
 from dino_ref.train.models import ViTBackbone
 from dino_ref.train.objects import make_objects
@@ -124,3 +124,10 @@ def test_summaries_choose_the_head_on_the_selection_split():
     assert out["jaccard_mean_heads"] == pytest.approx(per_head.mean().item())
     assert len(out["jaccard_per_head"]) == 2 and 0 <= out["jaccard"] <= 1
     assert vit.training                                               # the mode is restored
+
+
+def test_centre_prior_keeps_the_middle_patches():
+    prior = centre_prior(4, 0.5)                                      # 4 x 4 patches
+    assert prior.argmax().item() in (5, 6, 9, 10)                     # the four middle ones
+    assert mass_threshold(prior, 0.9).nonzero().flatten().tolist() == [5, 6, 9, 10]  # 96 % of the mass
+    assert mass_threshold(prior, 0.6).sum().item() == 3                    # each holds 24 %

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from dino_ref.train.objects import (NUM_SHAPES, SHAPES, draw_objects, make_object_splits,
@@ -35,10 +36,11 @@ def test_every_image_has_an_object_of_a_plausible_size():
         assert a.max() > 1.5 * a.min()
 
 
-def test_object_pixels_differ_from_the_background_where_the_mask_is_set():
+@pytest.mark.parametrize("background", ["clutter", "textures"])
+def test_object_pixels_differ_from_the_background_where_the_mask_is_set(background):
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(NUM_SHAPES).repeat(20)
-    images, masks, backgrounds = draw_objects(labels, 32, g)
+    images, masks, backgrounds = draw_objects(labels, 32, g, background)
     outside = ~masks.unsqueeze(1).expand_as(images)
     assert torch.equal(images[outside], backgrounds[outside])         # untouched off the object
     diff = (images - backgrounds).abs().amin(dim=1)                    # (N, H, W) smallest channel
@@ -66,3 +68,12 @@ def test_shape_masks_at_unit_radius():
         area = shape_mask(label, u, v).sum().item() * cell
         assert math.isclose(area, expected[name], rel_tol=0.01), name
     assert not shape_mask(SHAPES.index("ring"), torch.zeros(1), torch.zeros(1)).item()  # a hole
+
+
+def test_the_two_backgrounds_give_the_same_objects():
+    a = make_objects(3, seed=2)
+    b = make_objects(3, seed=2, background="textures")
+    assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])        # masks and labels
+    assert not torch.equal(a[0], b[0])
+    with pytest.raises(ValueError, match="background"):
+        make_objects(1, background="stripes")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["class_token_attention", "mass_threshold", "patch_mask", "jaccard",
-           "jaccard_per_head", "attention_jaccard"]
+           "jaccard_per_head", "attention_jaccard", "centre_prior"]
 
 
 @torch.no_grad()
@@ -91,3 +91,11 @@ def attention_jaccard(vit, select, held_out, mass=0.6):
     return {"jaccard": per_head[best].item(), "jaccard_mean_heads": per_head.mean().item(),
             "best_head": best, "jaccard_per_head": per_head.tolist(),
             "jaccard_per_head_select": per_head_select.tolist()}
+
+
+def centre_prior(grid, sigma):
+    """ a map that looks at the image centre whatever the image: a Gaussian of `sigma` patches
+    over the grid x grid patches, row-major; (grid^2,). The baseline a network that learned only
+    where objects tend to be would reach. """
+    c = torch.arange(grid, dtype=torch.float64) + 0.5 - grid / 2     # patch centres, 0 in the middle
+    return torch.exp(-(c.view(-1, 1) ** 2 + c.view(1, -1) ** 2) / (2 * sigma ** 2)).flatten()

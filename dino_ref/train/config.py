@@ -148,9 +148,10 @@ class Config:
     weight_decay_end: float = _field(0.4, "weight decay at the last step", _number(float, 0.0))
     clip_grad: float = _field(3.0, "per-parameter gradient norm clip (0: off)", _number(float, 0.0))
     freeze_last_layer: int = _field(1, "epochs with the head's last layer frozen", NON_NEGATIVE)
-    data: str = _field("textures", "the images: textures (ten pattern classes) or objects (five "
-                       "shape kinds on textures, with masks for the attention maps)",
-                       choices=("textures", "objects"))
+    data: str = _field("textures", "the images: textures (ten pattern classes), objects (five "
+                       "shape kinds on random clutter, with masks for the attention maps) or "
+                       "objects-on-textures (the same shapes on the ten textures)",
+                       choices=("textures", "objects", "objects-on-textures"))
     train_per_class: int = _field(200, "images per class in the train split", _number(int, 1, 10 ** 5))
     test_per_class: int = _field(50, "images per class in the test split", _number(int, 1, 10 ** 5))
     knn_k: int = _field(20, "k of the k-NN evaluation", POSITIVE)
@@ -258,7 +259,7 @@ def parse_args(argv=None):
 
 def num_classes(config):
     """ the number of classes of the config's images (--data) """
-    return NUM_SHAPES if config.data == "objects" else NUM_CLASSES
+    return NUM_SHAPES if config.data.startswith("objects") else NUM_CLASSES
 
 
 def check_config(config, world_size=1):

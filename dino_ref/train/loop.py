@@ -143,9 +143,11 @@ def build(config):
 
     # data: the same on every rank, labels only for the k-NN evaluation
     torch.manual_seed(config.seed)
-    if config.data == "objects":                                     # the masks are not needed here
+    if config.data.startswith("objects"):                            # the masks are not needed here
+        background = "textures" if config.data == "objects-on-textures" else "clutter"
         (x, _, y), (x_test, _, y_test) = make_object_splits(
-            config.train_per_class, config.test_per_class, config.global_size, config.seed)
+            config.train_per_class, config.test_per_class, config.global_size, config.seed,
+            background)
         train_set, test_set = (x, y), (x_test, y_test)
     else:
         train_set, test_set = make_splits(config.train_per_class, config.test_per_class,

@@ -1,8 +1,9 @@
 """Procedural objects: one shape per image on a textured background, with its pixel mask.
 
 Five classes of 32x32 colour images. A class is a *shape kind* (disc, square, triangle, ring,
-cross) drawn with a random size, rotation, position and flat colour on one of the ten procedural
-textures of `data.py` in two close colours (the clutter). The object's colour is 0.3 away from the
+cross) drawn with a random size, rotation, position and flat colour on random smooth clutter in
+two close colours (or on one of the ten procedural textures of `data.py`: a background with a
+class of its own, which self-distillation learns instead of the shapes, docs/attention.md). The object's colour is 0.3 away from the
 background's mean colour in every channel, so the object is visible wherever its mask is set;
 colour says nothing about the class. Labels and masks are used only for evaluation: the mask is
 what the class-token attention of a ViT is compared with (`attention.py`).
@@ -11,6 +12,7 @@ what the class-token attention of a ViT is compared with (`attention.py`).
 import math
 
 import torch
+import torch.nn.functional as F
 
 from .data import NUM_CLASSES as NUM_TEXTURES
 from .data import pattern
@@ -50,9 +52,24 @@ def shape_mask(label, u, v):
     raise ValueError(f"unknown shape {label}")
 
 
-def draw_objects(labels, size, g):
-    """ one object per label on a textured background: (images (N, 3, size, size) in [0, 1],
-    masks (N, size, size) bool, backgrounds (N, 3, size, size): the images without the object) """
+def clutter(n, size, g):
+    """ n random smooth two-level clutter maps in [0, 1], (n, size, size): noise on a coarse grid
+    of 3 to 8 cells a side, bicubically upsampled and sharpened; no two images share a pattern """
+    cells = torch.randint(3, 9, (n,), generator=g)
+    out = torch.empty(n, size, size)
+    for c in range(3, 9):
+        rows = (cells == c).nonzero().flatten()
+        if len(rows):
+            coarse = torch.randn(len(rows), 1, c, c, generator=g)
+            fine = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+            out[rows] = torch.sigmoid(fine[:, 0] / 0.25)
+    return out
+
+
+def draw_objects(labels, size, g, background="clutter"):
+    """ one object per label on a background of random clutter, or of one of the ten textures
+    (`background="textures"`): (images (N, 3, size, size) in [0, 1], masks (N, size, size) bool,
+    backgrounds (N, 3, size, size): the images without the object) """
     n = len(labels)
     scale = size / 32
     # the object: radius, rotation, a centre that keeps it inside the image
@@ -69,13 +86,18 @@ def draw_objects(labels, size, g):
         rows = labels == label
         masks[rows] = shape_mask(label, u[rows], v[rows])
 
-    # the background: a random texture in two close colours around a mean colour
-    kinds = torch.randint(NUM_TEXTURES, (n,), generator=g)
-    texture = torch.empty(n, size, size)
-    for kind in range(NUM_TEXTURES):
-        rows = (kinds == kind).nonzero().flatten()
-        if len(rows):
-            texture[rows] = pattern(kind, len(rows), size, g)
+    # the background: clutter or a random texture, in two close colours around a mean colour
+    if background == "textures":
+        kinds = torch.randint(NUM_TEXTURES, (n,), generator=g)
+        texture = torch.empty(n, size, size)
+        for kind in range(NUM_TEXTURES):
+            rows = (kinds == kind).nonzero().flatten()
+            if len(rows):
+                texture[rows] = pattern(kind, len(rows), size, g)
+    elif background == "clutter":
+        texture = clutter(n, size, g)
+    else:
+        raise ValueError(f"background must be 'clutter' or 'textures', got {background!r}")
     mean = 0.3 + 0.4 * torch.rand(n, 3, 1, 1, generator=g)            # in [0.3, 0.7]
     spread = CLUTTER * (2 * torch.rand(n, 3, 1, 1, generator=g) - 1)   # colour 1 - colour 0, / 2
     backgrounds = mean + spread * (2 * texture.unsqueeze(1) - 1)      # (n, 3, size, size)
@@ -89,18 +111,19 @@ def draw_objects(labels, size, g):
     return images.clamp(0, 1), masks, backgrounds.clamp(0, 1)
 
 
-def make_objects(n_per_class, size=32, seed=0):
+def make_objects(n_per_class, size=32, seed=0, background="clutter"):
     """ (images (N, 3, size, size) in [0, 1], masks (N, size, size) bool, labels (N,)) with
     N = n_per_class * NUM_SHAPES; the same seed gives the same set """
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(NUM_SHAPES).repeat_interleave(n_per_class)
     labels = labels[torch.randperm(len(labels), generator=g)]         # mix the classes
-    images, masks, _ = draw_objects(labels, size, g)
+    images, masks, _ = draw_objects(labels, size, g, background)
     return images, masks, labels
 
 
-def make_object_splits(n_train_per_class=400, n_test_per_class=100, size=32, seed=0):
+def make_object_splits(n_train_per_class=400, n_test_per_class=100, size=32, seed=0,
+                       background="clutter"):
     """ a train split (the k-NN memory bank, also the DINO training set) and a test split, each
     (images, masks, labels), drawn independently """
-    return (make_objects(n_train_per_class, size, seed),
-            make_objects(n_test_per_class, size, seed + 1_000_003))
+    return (make_objects(n_train_per_class, size, seed, background),
+            make_objects(n_test_per_class, size, seed + 1_000_003, background))

@@ -1,12 +1,13 @@
 """One attempt of the ViT-on-objects search: train, then measure the attention maps.
 
-    python tools/attention_attempt.py OUT.json -- --data objects --backbone vit ... --threads 1
+    python tools/attention_attempt.py OUT.json [--keep-teacher] -- --data objects --backbone vit ... --threads 1
 
 Everything after `--` is a `python -m dino_ref.train` command line. The script trains with it
 (the checkpoint in a temporary folder), then measures the class-token attention of the trained
 teacher and of the same network at initialisation (the same seed) against the object masks on two
 fresh object sets (the head chosen on one, scored on the other), and writes OUT.json with the
-command, wall time, k-NN (trained and at init), the Jaccard summaries and the final entropies.
+command, wall time, k-NN (trained and at init), the Jaccard summaries and the final entropies
+(with --keep-teacher also the trained teacher's weights, OUT.pt).
 """
 
 import json
@@ -35,7 +36,7 @@ def measure(vit, config, n_per_class=100):
 
 
 def main(argv):
-    out, argv = argv[0], argv[argv.index("--") + 1:]
+    out, keep, argv = argv[0], "--keep-teacher" in argv[:argv.index("--")], argv[argv.index("--") + 1:]
     config = parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         config.save = str(Path(tmp) / "run.pt")
@@ -43,6 +44,8 @@ def main(argv):
         metrics = train(config)
         teacher = make_student(config)
         teacher.load_state_dict(torch.load(config.save, weights_only=True)["teacher"])
+    if keep:                                                         # OUT.pt, for a closer look
+        torch.save(teacher.state_dict(), Path(out).with_suffix(".pt"))
     torch.manual_seed(config.seed)                                   # build()'s initialisation
     init = make_student(config)
     f = metrics["final"]

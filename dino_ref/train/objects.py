@@ -3,7 +3,7 @@
 Five classes of 32x32 colour images. A class is a *shape kind* (disc, square, triangle, ring,
 cross) drawn with a random size, rotation, position and flat colour on random smooth clutter in
 two close colours (or on one of the ten procedural textures of `data.py`: a background with a
-class of its own, which self-distillation learns instead of the shapes, docs/attention.md). The object's colour is 0.3 away from the
+class of its own, a cue that every crop keeps; docs/attention.md). The object's colour is 0.3 away from the
 background's mean colour in every channel, so the object is visible wherever its mask is set;
 colour says nothing about the class. Labels and masks are used only for evaluation: the mask is
 what the class-token attention of a ViT is compared with (`attention.py`).

@@ -35,17 +35,18 @@ def measure(vit, config, n_per_class=100):
     return result
 
 
-def main(argv):
-    out, keep, argv = argv[0], "--keep-teacher" in argv[:argv.index("--")], argv[argv.index("--") + 1:]
+def attempt(argv, keep=None):
+    """ train with the trainer flags `argv`, then measure; -> the result dict (with `keep`, a
+    path: the trained teacher's weights saved there) """
     config = parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         config.save = str(Path(tmp) / "run.pt")
         config.progress = False
         metrics = train(config)
         teacher = make_student(config)
-        teacher.load_state_dict(torch.load(config.save, weights_only=True)["teacher"])
-    if keep:                                                         # OUT.pt, for a closer look
-        torch.save(teacher.state_dict(), Path(out).with_suffix(".pt"))
+        teacher.load_state_dict(torch.load(config.save, weights_only=True, map_location="cpu")["teacher"])
+    if keep:                                                         # for a closer look
+        torch.save(teacher.state_dict(), keep)
     torch.manual_seed(config.seed)                                   # build()'s initialisation
     init = make_student(config)
     f = metrics["final"]
@@ -63,6 +64,12 @@ def main(argv):
                       jaccard_mean_heads_random_init=random_init["jaccard_mean_heads"],
                       jaccard_per_head=trained["jaccard_per_head"],
                       jaccard_per_head_random_init=random_init["jaccard_per_head"])
+    return result
+
+
+def main(argv):
+    out, keep, argv = argv[0], "--keep-teacher" in argv[:argv.index("--")], argv[argv.index("--") + 1:]
+    result = attempt(argv, Path(out).with_suffix(".pt") if keep else None)
     Path(out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "knn_history"}))
 

@@ -23,6 +23,7 @@ RADIUS = (6.0, 10.0)          # the shape's outer radius in pixels, for 32-pixel
 OBJECT_STEP = 0.3             # |object colour - background mean| in every channel
 CLUTTER = 0.1                 # the background's two colours are mean -/+ at most this per channel
 NOISE = 0.03                  # uniform sensor noise, +/- this, on every pixel
+OBJECT_SIGN = None            # None: the object darker or lighter per channel at random; +1/-1: fixed
 
 
 def _uniform(n, lo, hi, g):
@@ -105,6 +106,8 @@ def draw_objects(labels, size, g, background="clutter"):
 
     # the object: a flat colour OBJECT_STEP away from the mean in every channel, with noise
     sign = torch.where(torch.rand(n, 3, 1, 1, generator=g) < 0.5, -1.0, 1.0)
+    if OBJECT_SIGN is not None:
+        sign = torch.full_like(sign, float(OBJECT_SIGN))
     colour = mean + OBJECT_STEP * sign                                # in [0, 1]
     objects = colour + NOISE * (2 * torch.rand(backgrounds.shape, generator=g) - 1)
     images = torch.where(masks.unsqueeze(1), objects, backgrounds)

@@ -32,6 +32,7 @@ BAD = [
     ("vit_heads", ["--backbone", "vit", "--vit-dim", "10", "--vit-heads", "4"], "--vit-dim 10"),
     ("vit_depth", ["--vit-depth", "0"], "'0'"), ("vit_heads", ["--vit-heads", "0"], "'0'"),
     ("vit_pool", ["--vit-pool", "max"], "'max'"),
+    ("vit_input_norm", ["--vit-input-norm", "batch"], "'batch'"),
     ("hidden_dim", ["--hidden-dim", "0"], "'0'"), ("bottleneck_dim", ["--bottleneck-dim", "0"], "'0'"),
     ("head_layers", ["--head-layers", "0"], "'0'"),
     ("head_init_std", ["--head-init-std", "0"], "'0'"),

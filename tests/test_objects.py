@@ -30,7 +30,7 @@ def test_shapes_dtypes_range_and_class_balance():
 def test_every_image_has_an_object_of_a_plausible_size():
     _, masks, labels = make_objects(40, seed=1)
     area = masks.float().mean(dim=(1, 2))                              # fraction of the image
-    assert area.min() > 0.02 and area.max() < 0.5
+    assert area.min() > 0.05 and area.max() < 0.6                      # a disc of radius 13: 0.52
     for label in range(NUM_SHAPES):                                    # sizes vary within a class
         a = area[labels == label]
         assert a.max() > 1.5 * a.min()

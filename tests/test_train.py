@@ -59,6 +59,15 @@ def test_fig7_preset_runs_a_head_without_batchnorm(tmp_path):
     assert not any("running_mean" in k for k in state)                # no BatchNorm anywhere
 
 
+def test_vit_attention_preset_trains_a_vit_on_the_objects_with_per_image_input_norm(tmp_path):
+    small = dict(TINY, widths=(8,), vit_dim=16, train_per_class=8, batch_size=10)
+    m = train(preset("vit-attention", steps=2, **small, save=str(tmp_path / "c.pt")))
+    assert m["config"]["backbone"] == "vit" and m["config"]["data"] == "objects"
+    assert m["config"]["vit_input_norm"] == "image" and len(m["history"]) == 2
+    state = torch.load(tmp_path / "c.pt")["teacher"]
+    assert "backbone.cls_token" in state
+
+
 def test_the_vit_backbone_trains_through_the_config_fields(tmp_path):
     m = train(steps=2, **TINY, backbone="vit", patch_size=8, vit_dim=16, vit_depth=1, vit_heads=2,
               head_bn=False, save=str(tmp_path / "v.pt"))

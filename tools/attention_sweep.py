@@ -79,6 +79,7 @@ def work(job):
     from dino_ref.train import objects
     from attention_attempt import attempt
     objects.OBJECT_SIGN, objects.RADIUS = data["sign"], tuple(data["radius"])
+    objects.CLUTTER = data.get("clutter", objects.CLUTTER)
     start = time.time()
     try:
         result = attempt(flags + ["--device", device, "--threads", "1", "--no-progress", "--quiet"]

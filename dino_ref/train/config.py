@@ -116,6 +116,9 @@ class Config:
     vit_heads: int = _field(4, "ViT backbone: attention heads per block", POSITIVE)
     vit_pool: str = _field("cls", "ViT backbone: feature = cls token or mean of the patch tokens",
                            choices=("cls", "mean"))
+    vit_input_norm: str = _field("dataset", "ViT backbone: input standardisation with the dataset's "
+                                 "mean and std, or per image (each image's channels to mean 0, "
+                                 "std 1)", choices=("dataset", "image"))
     hidden_dim: int = _field(256, "head: hidden width of the MLP", _number(int, 1, 2 ** 16))
     bottleneck_dim: int = _field(64, "head: bottleneck width (L2-normalised)", _number(int, 1, 2 ** 16))
     head_layers: int = _field(3, "head: linear layers of the MLP (1: straight to the bottleneck)",
@@ -182,6 +185,14 @@ PRESETS = {
     # learn within 30 epochs (docs/fig7.md: what was tried, what mattered)
     "fig7": dict(backbone="cnn", head_bn=False, head_init_std=0.2, teacher_temp=0.0125,
                  warmup_teacher_temp=0.0125, momentum_teacher=0.998, epochs=30),
+    # the emerging property on a toy: a tiny ViT on the procedural objects, with fig7's head and
+    # loss, each image's colour offset removed at the input, crops that keep more of the object,
+    # and more images (docs/attention.md: what was tried, what mattered)
+    "vit-attention": dict(backbone="vit", data="objects", vit_input_norm="image", head_bn=False,
+                          head_init_std=0.2, teacher_temp=0.0125, warmup_teacher_temp=0.0125,
+                          momentum_teacher=0.998, batch_size=32, local_crops=2, lr=1e-3,
+                          global_scale=(0.6, 1.0), local_scale=(0.1, 0.5), train_per_class=1000,
+                          epochs=25),
 }
 
 

@@ -3,10 +3,12 @@
 Five classes of 32x32 colour images. A class is a *shape kind* (disc, square, triangle, ring,
 cross) drawn with a random size, rotation, position and flat colour on random smooth clutter in
 two close colours (or on one of the ten procedural textures of `data.py`: a background with a
-class of its own, a cue that every crop keeps; docs/attention.md). The object's colour is 0.3 away from the
-background's mean colour in every channel, so the object is visible wherever its mask is set;
-colour says nothing about the class. Labels and masks are used only for evaluation: the mask is
-what the class-token attention of a ViT is compared with (`attention.py`).
+class of its own, a cue that every crop keeps; docs/attention.md). The object's colour is 0.3
+lighter than the background's mean colour in every channel, so the object is visible wherever its
+mask is set; colour says nothing about the class. (Smaller objects, or a colour step of random
+sign per channel, left the shapes unlearned: docs/attention.md.) Labels and masks are used only
+for evaluation: the mask is what the class-token attention of a ViT is compared with
+(`attention.py`).
 """
 
 import math
@@ -19,11 +21,12 @@ from .data import pattern
 
 SHAPES = ("disc", "square", "triangle", "ring", "cross")
 NUM_SHAPES = len(SHAPES)
-RADIUS = (6.0, 10.0)          # the shape's outer radius in pixels, for 32-pixel images
+RADIUS = (8.0, 13.0)          # the shape's outer radius in pixels, for 32-pixel images
 OBJECT_STEP = 0.3             # |object colour - background mean| in every channel
 CLUTTER = 0.1                 # the background's two colours are mean -/+ at most this per channel
 NOISE = 0.03                  # uniform sensor noise, +/- this, on every pixel
-OBJECT_SIGN = None            # None: the object darker or lighter per channel at random; +1/-1: fixed
+OBJECT_SIGN = 1               # +1: the object lighter than the background in every channel, -1
+                              # darker, None: lighter or darker per channel at random
 
 
 def _uniform(n, lo, hi, g):

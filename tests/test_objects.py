@@ -77,3 +77,16 @@ def test_the_two_backgrounds_give_the_same_objects():
     assert not torch.equal(a[0], b[0])
     with pytest.raises(ValueError, match="background"):
         make_objects(1, background="stripes")
+
+
+def test_attention_sets_are_fixed_by_the_seed_and_apart_from_the_splits():
+    from dino_ref.train.objects import make_attention_sets
+    (sx, sm), (hx, hm) = make_attention_sets(0, n_per_class=3)
+    (sx2, _), (hx2, _) = make_attention_sets(0, n_per_class=3)
+    assert torch.equal(sx, sx2) and torch.equal(hx, hx2)
+    assert sx.shape == hx.shape == (3 * NUM_SHAPES, 3, 32, 32) and sm.shape == (3 * NUM_SHAPES, 32, 32)
+    (tx, _, _), (ex, _, _) = make_object_splits(3, 3, seed=0)
+    for a in (sx, hx):
+        for b in (tx, ex):
+            assert not torch.equal(a, b)
+    assert not torch.equal(sx, hx)

@@ -19,15 +19,13 @@ import torch
 
 from dino_ref.train import make_student, parse_args, train
 from dino_ref.train.attention import attention_jaccard, centre_prior, jaccard, mass_threshold, patch_mask
-from dino_ref.train.objects import make_objects
+from dino_ref.train.objects import make_attention_sets
 
 
 def measure(vit, config, n_per_class=100):
     """ the Jaccard summaries on a selection set and a held-out set, independent of train/test """
     background = "textures" if config.data == "objects-on-textures" else "clutter"
-    select = make_objects(n_per_class, config.global_size, config.seed + 2_000_003, background)[:2]
-    held_out = make_objects(n_per_class, config.global_size, config.seed + 3_000_005,
-                            background)[:2]
+    select, held_out = make_attention_sets(config.seed, config.global_size, n_per_class, background)
     result = attention_jaccard(vit, select, held_out)
     grid = config.global_size // vit.patch_size                       # a map of the centre only
     prior = mass_threshold(centre_prior(grid, grid / 4))
@@ -70,6 +68,8 @@ def attempt(argv, keep=None):
 def main(argv):
     out, keep, argv = argv[0], "--keep-teacher" in argv[:argv.index("--")], argv[argv.index("--") + 1:]
     result = attempt(argv, Path(out).with_suffix(".pt") if keep else None)
+    result["reproduce"] = " ".join(["python tools/attention_attempt.py", out]
+                                   + (["--keep-teacher"] if keep else []) + ["--"] + argv)
     Path(out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "knn_history"}))
 

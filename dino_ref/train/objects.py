@@ -133,3 +133,11 @@ def make_object_splits(n_train_per_class=400, n_test_per_class=100, size=32, see
     (images, masks, labels), drawn independently """
     return (make_objects(n_train_per_class, size, seed, background),
             make_objects(n_test_per_class, size, seed + 1_000_003, background))
+
+
+def make_attention_sets(seed=0, size=32, n_per_class=100, background="clutter"):
+    """ the two sets that score the attention maps, drawn apart from the train and test splits:
+    (select, held_out), each (images, masks); the best head is chosen on `select` and scored on
+    `held_out` (`attention.attention_jaccard`) """
+    return (make_objects(n_per_class, size, seed + 2_000_003, background)[:2],
+            make_objects(n_per_class, size, seed + 3_000_005, background)[:2])

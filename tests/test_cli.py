@@ -76,17 +76,18 @@ def test_help_names_every_flag_and_exits_0(capsys):
         assert re.search(re.escape(flag) + r"(?![\w-])", shown), flag
 
 
-def test_preset_sets_its_fields_and_later_flags_still_apply():
-    c = parse_args(["--preset", "fig7"])
-    assert c == preset("fig7")
-    assert PRESETS["fig7"]
-    for key, value in PRESETS["fig7"].items():
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_sets_its_fields_and_later_flags_still_apply(name):
+    c = parse_args(["--preset", name])
+    assert c == preset(name)
+    assert PRESETS[name]
+    for key, value in PRESETS[name].items():
         assert getattr(c, key) == value, key
         other = another_value(FIELDS[key], value)                     # a flag can undo the preset
-        undone = parse_args(["--preset", "fig7", *argv_for(key, other)])
+        undone = parse_args(["--preset", name, *argv_for(key, other)])
         assert undone == dataclasses.replace(c, **{key: other}), key
     assert c.head_bn is False and c.student_temp == 0.1                # tau_s as in the paper
-    later = parse_args(["--preset", "fig7", "--center-momentum", "1.0", "--seed", "2"])
+    later = parse_args(["--preset", name, "--center-momentum", "1.0", "--seed", "2"])
     assert later == dataclasses.replace(c, center_momentum=1.0, seed=2)
     with pytest.raises(ValueError, match="unknown preset"):
         preset("nope")

@@ -7,7 +7,7 @@ from pathlib import Path
 import dino_ref.exercises as exercises
 
 MODULES = ["pairing", "sharpening", "centering", "loss", "training", "collapse", "ablations",
-           "dinov2", "engineering"]
+           "dinov2", "engineering", "attention"]
 
 
 def test_every_exercise_module_is_listed():

@@ -128,3 +128,24 @@ def test_head_init_std_scales_the_mlp_weights_and_keeps_the_default_init():
     wide = make_student(Config(out_dim=32, widths=(4, 64), head_bn=False, head_init_std=0.2))
     std = wide.head.mlp[2].weight.std().item()                       # (256, 256) weights
     assert 0.19 < std < 0.21                                          # 65536 draws of N(0, 0.2^2)
+
+
+def test_vit_per_image_input_norm_ignores_each_images_colour_offset_and_contrast():
+    torch.manual_seed(0)
+    vit = ViTBackbone(image_size=16, patch_size=4, dim=16, depth=2, heads=2, input_norm="image").eval()
+    x = torch.rand(3, 3, 16, 16, dtype=torch.float64)
+    vit = vit.double()
+    scale = 0.2 + torch.rand(3, 3, 1, 1, dtype=torch.float64)         # per image and channel
+    shift = torch.rand(3, 3, 1, 1, dtype=torch.float64) - 0.5
+    with torch.no_grad():
+        same, moved = vit(x), vit(scale * x + shift)
+        # the standardised inputs agree up to the 1e-3 guard on the std
+        torch.testing.assert_close(moved, same, atol=2e-2, rtol=0)
+        # while the dataset's fixed normalisation sees the change
+        fixed = ViTBackbone(image_size=16, patch_size=4, dim=16, depth=2, heads=2).double().eval()
+        fixed.load_state_dict(vit.state_dict())
+        assert (fixed(scale * x + shift) - fixed(x)).abs().max() > 0.1
+    z = vit.normalize(x)
+    torch.testing.assert_close(z.mean(dim=(2, 3)), torch.zeros(3, 3, dtype=torch.float64), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="input_norm"):
+        ViTBackbone(input_norm="batch")

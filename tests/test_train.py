@@ -59,6 +59,15 @@ def test_fig7_preset_runs_a_head_without_batchnorm(tmp_path):
     assert not any("running_mean" in k for k in state)                # no BatchNorm anywhere
 
 
+def test_vit_attention_preset_trains_a_vit_on_the_objects_with_per_image_input_norm(tmp_path):
+    small = dict(TINY, widths=(8,), vit_dim=16, train_per_class=8, batch_size=10)
+    m = train(preset("vit-attention", steps=2, **small, save=str(tmp_path / "c.pt")))
+    assert m["config"]["backbone"] == "vit" and m["config"]["data"] == "objects"
+    assert m["config"]["vit_input_norm"] == "image" and len(m["history"]) == 2
+    state = torch.load(tmp_path / "c.pt")["teacher"]
+    assert "backbone.cls_token" in state
+
+
 def test_the_vit_backbone_trains_through_the_config_fields(tmp_path):
     m = train(steps=2, **TINY, backbone="vit", patch_size=8, vit_dim=16, vit_depth=1, vit_heads=2,
               head_bn=False, save=str(tmp_path / "v.pt"))
@@ -66,6 +75,13 @@ def test_the_vit_backbone_trains_through_the_config_fields(tmp_path):
     state = torch.load(tmp_path / "v.pt")["student"]
     assert state["backbone.pos_embed"].shape == (1, 1 + (32 // 8) ** 2, 16)  # patch_size, vit_dim
     assert sum(k.startswith("backbone.blocks.") and k.endswith("qkv.weight") for k in state) == 1
+
+
+def test_the_object_images_train_with_five_classes():
+    m = train(steps=2, **TINY, data="objects", backbone="vit", patch_size=8, vit_dim=16,
+              vit_depth=1, vit_heads=2, head_bn=False)
+    assert m["config"]["data"] == "objects" and m["final"]["num_classes"] == 5
+    assert m["final"]["chance"] == 0.2 and len(m["history"]) == 2
 
 
 RESULTS = sorted((Path(__file__).parent.parent / "notebooks" / "results").glob("fig7_*.json"))

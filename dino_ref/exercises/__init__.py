@@ -16,8 +16,9 @@ from .collapse import *         # noqa: F401,F403  notebook 06
 from .ablations import *        # noqa: F401,F403  notebook 07
 from .dinov2 import *           # noqa: F401,F403  notebook 08
 from .engineering import *      # noqa: F401,F403  notebook 09
+from .attention import *        # noqa: F401,F403  notebook 10
 
 __all__ = ["ExerciseFailed", "check_function"]
 for _module in (pairing, sharpening, centering, loss, training, collapse, ablations, dinov2,  # noqa: F405
-                engineering):
+                engineering, attention):
     __all__ += _module.__all__

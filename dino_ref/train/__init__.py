@@ -4,8 +4,10 @@
     loop.py       build(config) -> Run; train_step, the one DINO step; train(), the loop
     models.py     the CNN / ViT backbone, the DINO head, the EMA teacher
     data.py       procedural textures (ten labelled classes, made from a seed)
+    objects.py    procedural objects (five shape kinds on textures, with their masks)
     multicrop.py  the DINO views: 2 global + N local crops
     knn.py        the weighted k-NN evaluation
+    attention.py  the class token's attention against the object mask (Jaccard)
 """
 
 from .config import PRESETS, Config, make_parser, parse_args, preset

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 import torch
 
 from .data import NUM_CLASSES
+from .objects import NUM_SHAPES
 
 __all__ = ["Config", "PRESETS", "OUTPUT_FIELDS", "preset", "make_parser", "parse_args",
-           "check_config"]
+           "check_config", "num_classes"]
 
 
 def _number(kind, low, high=None, low_open=False):
@@ -115,6 +116,9 @@ class Config:
     vit_heads: int = _field(4, "ViT backbone: attention heads per block", POSITIVE)
     vit_pool: str = _field("cls", "ViT backbone: feature = cls token or mean of the patch tokens",
                            choices=("cls", "mean"))
+    vit_input_norm: str = _field("dataset", "ViT backbone: input standardisation with the dataset's "
+                                 "mean and std, or per image (each image's channels to mean 0, "
+                                 "std 1)", choices=("dataset", "image"))
     hidden_dim: int = _field(256, "head: hidden width of the MLP", _number(int, 1, 2 ** 16))
     bottleneck_dim: int = _field(64, "head: bottleneck width (L2-normalised)", _number(int, 1, 2 ** 16))
     head_layers: int = _field(3, "head: linear layers of the MLP (1: straight to the bottleneck)",
@@ -147,6 +151,10 @@ class Config:
     weight_decay_end: float = _field(0.4, "weight decay at the last step", _number(float, 0.0))
     clip_grad: float = _field(3.0, "per-parameter gradient norm clip (0: off)", _number(float, 0.0))
     freeze_last_layer: int = _field(1, "epochs with the head's last layer frozen", NON_NEGATIVE)
+    data: str = _field("textures", "the images: textures (ten pattern classes), objects (five "
+                       "shape kinds on random clutter, with masks for the attention maps) or "
+                       "objects-on-textures (the same shapes on the ten textures)",
+                       choices=("textures", "objects", "objects-on-textures"))
     train_per_class: int = _field(200, "images per class in the train split", _number(int, 1, 10 ** 5))
     test_per_class: int = _field(50, "images per class in the test split", _number(int, 1, 10 ** 5))
     knn_k: int = _field(20, "k of the k-NN evaluation", POSITIVE)
@@ -177,6 +185,14 @@ PRESETS = {
     # learn within 30 epochs (docs/fig7.md: what was tried, what mattered)
     "fig7": dict(backbone="cnn", head_bn=False, head_init_std=0.2, teacher_temp=0.0125,
                  warmup_teacher_temp=0.0125, momentum_teacher=0.998, epochs=30),
+    # the emerging property on a toy: a tiny ViT on the procedural objects, with fig7's head and
+    # loss, each image's colour offset removed at the input, crops that keep more of the object,
+    # and more images (docs/attention.md: what was tried, what mattered)
+    "vit-attention": dict(backbone="vit", data="objects", vit_input_norm="image", head_bn=False,
+                          head_init_std=0.2, teacher_temp=0.0125, warmup_teacher_temp=0.0125,
+                          momentum_teacher=0.998, batch_size=32, local_crops=2, lr=1e-3,
+                          global_scale=(0.6, 1.0), local_scale=(0.1, 0.5), train_per_class=1000,
+                          epochs=25),
 }
 
 
@@ -252,17 +268,23 @@ def parse_args(argv=None):
     return config
 
 
+def num_classes(config):
+    """ the number of classes of the config's images (--data) """
+    return NUM_SHAPES if config.data.startswith("objects") else NUM_CLASSES
+
+
 def check_config(config, world_size=1):
     """ raise ValueError naming the flags whose values do not fit together """
-    n_train = config.train_per_class * NUM_CLASSES
+    classes = num_classes(config)
+    n_train = config.train_per_class * classes
     if config.batch_size > n_train:
         raise ValueError(f"--batch-size {config.batch_size} exceeds the train split "
-                         f"(--train-per-class {config.train_per_class} x {NUM_CLASSES} classes = {n_train})")
+                         f"(--train-per-class {config.train_per_class} x {classes} classes = {n_train})")
     if config.batch_size % world_size:
         raise ValueError(f"--batch-size {config.batch_size} does not split into {world_size} ranks")
     if config.knn_k > n_train:
         raise ValueError(f"--knn-k {config.knn_k} exceeds the train split (--train-per-class "
-                         f"{config.train_per_class} x {NUM_CLASSES} classes = {n_train})")
+                         f"{config.train_per_class} x {classes} classes = {n_train})")
     total = config.steps if config.steps is not None else config.epochs * (n_train // config.batch_size)
     if total > 10 ** 7:
         raise ValueError(f"{total} steps (--epochs x steps per epoch) exceed 10^7")

@@ -17,11 +17,12 @@ from tqdm.std import tqdm
 from ..diagnostics import batch_entropy, teacher_entropy
 from ..dinov2 import KoLeoLoss
 from ..loss import DINOLoss
-from .config import OUTPUT_FIELDS, Config, check_config, make_parser, parse_args
-from .data import NUM_CLASSES, make_splits
+from .config import OUTPUT_FIELDS, Config, check_config, make_parser, num_classes, parse_args
+from .data import make_splits
 from .knn import knn_accuracy
 from .models import ema_update, make_student, make_teacher
 from .multicrop import multicrop
+from .objects import make_object_splits
 
 __all__ = ["Run", "build", "train_step", "train", "views", "set_schedules", "cosine_schedule",
            "clip_gradients", "save_checkpoint", "load_checkpoint", "summary", "plot_curves", "main"]
@@ -142,8 +143,15 @@ def build(config):
 
     # data: the same on every rank, labels only for the k-NN evaluation
     torch.manual_seed(config.seed)
-    train_set, test_set = make_splits(config.train_per_class, config.test_per_class,
-                                      config.global_size, config.seed)
+    if config.data.startswith("objects"):                            # the masks are not needed here
+        background = "textures" if config.data == "objects-on-textures" else "clutter"
+        (x, _, y), (x_test, _, y_test) = make_object_splits(
+            config.train_per_class, config.test_per_class, config.global_size, config.seed,
+            background)
+        train_set, test_set = (x, y), (x_test, y_test)
+    else:
+        train_set, test_set = make_splits(config.train_per_class, config.test_per_class,
+                                          config.global_size, config.seed)
     train_set = tuple(t.to(device) for t in train_set)
     test_set = tuple(t.to(device) for t in test_set)
     steps_per_epoch = len(train_set[0]) // config.batch_size
@@ -207,10 +215,11 @@ def train(config=None, **overrides):
     run = build(config)
     total, steps_per_epoch = run.total_steps, run.steps_per_epoch
     show = config.progress and run.rank == 0
+    classes = num_classes(config)
     knn_steps = {0, total} | set(range(0, total, config.knn_every * steps_per_epoch))
 
     def evaluate():
-        return knn_accuracy(run.teacher.backbone, run.train_set, run.test_set, NUM_CLASSES,
+        return knn_accuracy(run.teacher.backbone, run.train_set, run.test_set, classes,
                             config.knn_k)
 
     if checkpoint is None:
@@ -259,9 +268,9 @@ def train(config=None, **overrides):
     final = {"loss": mean("loss"), "teacher_entropy": mean("teacher_entropy"),
              "batch_entropy": mean("batch_entropy"), "kl": mean("kl"),
              "knn_accuracy": _last_knn(history, knn_random_init),
-             "knn_accuracy_random_init": knn_random_init, "chance": 1.0 / NUM_CLASSES,
+             "knn_accuracy_random_init": knn_random_init, "chance": 1.0 / classes,
              "log_K": math.log(config.out_dim), "out_dim": config.out_dim,
-             "num_classes": NUM_CLASSES, "steps": total, "epochs": total / steps_per_epoch,
+             "num_classes": classes, "steps": total, "epochs": total / steps_per_epoch,
              "world_size": run.world, "wall_time_s": wall}
     metrics = {"final": final, "history": history, "config": dataclasses.asdict(config)}
 

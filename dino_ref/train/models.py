@@ -74,11 +74,13 @@ class ViTBackbone(nn.Module):
     """ a tiny vision transformer: any input size divisible by the patch size -> the CLS feature """
 
     def __init__(self, image_size=32, patch_size=4, dim=64, depth=4, heads=4, mlp_ratio=2,
-                 pool="cls"):
+                 pool="cls", input_norm="dataset"):
         super().__init__()
         if pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
-        self.pool = pool
+        if input_norm not in ("dataset", "image"):
+            raise ValueError(f"input_norm must be 'dataset' or 'image', got {input_norm!r}")
+        self.pool, self.input_norm = pool, input_norm
         if image_size % patch_size or dim % heads:
             raise ValueError(f"image_size {image_size} must be a multiple of patch_size "
                              f"{patch_size} and dim {dim} of heads {heads}")
@@ -96,6 +98,15 @@ class ViTBackbone(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
+    def normalize(self, x):
+        """ (N, 3, H, W) -> the same, standardised: with the dataset's fixed mean and std, or per
+        image ("image": each channel of each image to mean 0 and std 1, which removes the image's
+        colour offset and contrast, as the CNN's GroupNorm does after its first convolution) """
+        if self.input_norm == "image":
+            mean = x.mean(dim=(2, 3), keepdim=True)                   # (N, 3, 1, 1)
+            return (x - mean) / (x.std(dim=(2, 3), keepdim=True) + 1e-3)
+        return (x - MEAN) / STD
+
     def position_embedding(self, grid):
         """ (1, 1 + grid^2, dim): the learned grid, bicubically resized for other crop sizes """
         if grid == self.grid:
@@ -110,7 +121,7 @@ class ViTBackbone(nn.Module):
         if x.shape[-1] % self.patch_size or x.shape[-2] != x.shape[-1]:
             raise ValueError(f"ViT input must be square with a side divisible by the patch size "
                              f"{self.patch_size}, got {tuple(x.shape)}")
-        tokens = self.patch_embed((x - MEAN) / STD).flatten(2).transpose(1, 2)  # (N, L, dim)
+        tokens = self.patch_embed(self.normalize(x)).flatten(2).transpose(1, 2)  # (N, L, dim)
         cls = self.cls_token.expand(len(tokens), -1, -1)              # (N, 1, dim)
         x = torch.cat([cls, tokens], 1) + self.position_embedding(x.shape[-1] // self.patch_size)
         for block in self.blocks:
@@ -225,7 +236,8 @@ def make_student(config):
         backbone = ConvBackbone(config.widths)
     elif config.backbone == "vit":
         backbone = ViTBackbone(config.global_size, config.patch_size, config.vit_dim,
-                               config.vit_depth, config.vit_heads, pool=config.vit_pool)
+                               config.vit_depth, config.vit_heads, pool=config.vit_pool,
+                               input_norm=config.vit_input_norm)
     else:
         raise ValueError(f"backbone must be 'cnn' or 'vit', got {config.backbone!r}")
     head = DINOHead(backbone.embed_dim, config.out_dim, config.hidden_dim, config.bottleneck_dim,

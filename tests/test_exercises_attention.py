@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from dino_ref.exercises import ExerciseFailed, check_mass_threshold
-from dino_ref.exercises.attention import _cases, _mistakes
+from dino_ref.exercises import ExerciseFailed, check_mass_threshold, check_patch_jaccard
+from dino_ref.exercises.attention import _cases, _jaccard_mistakes, _mistakes
 
 
 def loops(attention, mass):
@@ -77,3 +77,36 @@ def test_shape_and_type_mistakes_are_named():
         def todo(a, m):
             raise NotImplementedError
         check_mass_threshold(todo)
+
+
+def jaccard_loops(masks, kept, p):
+    """ one image and one patch at a time """
+    n, h, w = masks.shape
+    out = []
+    for i in range(n):
+        obj = [masks[i, r * p:(r + 1) * p, c * p:(c + 1) * p].sum() * 2 >= p * p
+               for r in range(h // p) for c in range(w // p)]
+        inter = sum(bool(a) and b for a, b in zip(kept[i], obj))
+        union = sum(bool(a) or b for a, b in zip(kept[i], obj))
+        out.append(inter / union if union else 1.0)
+    return out
+
+
+def jaccard_torch(masks, kept, p):
+    frac = torch.nn.functional.avg_pool2d(torch.as_tensor(masks).float().unsqueeze(1), p).flatten(1)
+    a, b = torch.as_tensor(kept), frac >= 0.5
+    union = (a | b).sum(-1)
+    return torch.where(union > 0, (a & b).sum(-1) / union.clamp(min=1), torch.ones(len(a)))
+
+
+@pytest.mark.parametrize("answer", [jaccard_loops, jaccard_torch])
+def test_patch_jaccard_correct_answers_pass(answer):
+    assert check_patch_jaccard(answer) is True
+
+
+@pytest.mark.parametrize("index", range(len(_jaccard_mistakes())))
+def test_patch_jaccard_each_mistake_is_named(index):
+    wrong, hint = _jaccard_mistakes()[index]
+    with pytest.raises(ExerciseFailed) as failure:
+        check_patch_jaccard(wrong)
+    assert hint in str(failure.value)

@@ -2,15 +2,16 @@
 dino_ref.exercises.
 
 check_mass_threshold: the paper's 60 %-mass threshold of an attention map.
+check_patch_jaccard: patch masks from pixel masks, and the Jaccard similarity of two patch sets.
 """
 
 import numpy as np
 import torch
 
-from ..train.attention import mass_threshold
+from ..train.attention import jaccard, mass_threshold, patch_mask
 from ._core import ExerciseFailed, check_function
 
-__all__ = ["check_mass_threshold"]
+__all__ = ["check_mass_threshold", "check_patch_jaccard"]
 
 
 def _reference(attention, mass):
@@ -122,3 +123,82 @@ def check_mass_threshold(fn):
                                "decreasing order, keep a patch while the mass ranked above it is "
                                "below the threshold, and return the flags at the patches' own "
                                "positions")
+
+
+def _jaccard_reference(masks, kept, patch_size):
+    m, k = torch.from_numpy(masks), torch.from_numpy(kept)
+    return jaccard(k.bool(), patch_mask(m.bool(), patch_size)).numpy()
+
+
+def _jaccard_cases(rng):
+    """ (pixel masks (N, H, W) bool, kept patches (N, P) bool, patch size): random masks, patches
+    exactly half object (counted as object), empty masks and empty kept sets (both empty: 1) """
+    cases = []
+    for n, side, p in [(4, 8, 2), (3, 12, 4), (5, 16, 4), (2, 6, 3)]:
+        masks = rng.random((n, side, side)) < rng.uniform(0.2, 0.6, size=(n, 1, 1))
+        kept = rng.random((n, (side // p) ** 2)) < 0.4
+        cases.append((masks, kept, p))
+    half = np.zeros((3, 4, 4), dtype=bool)                             # 2 x 2 patches of 2 x 2 pixels
+    half[:, 0, :2] = True                                             # patch 0: 2 of its 4 pixels
+    half[0, 2, 2:] = True                                             # image 0, patch 3: 2 of 4 too
+    half[1] = False                                                   # no object, nothing kept: 1
+    kept = np.array([[True, False, False, True], [False] * 4, [False, True, True, False]])
+    cases.append((half, kept, 2))
+    return cases
+
+
+def _jaccard_mistakes():
+    def strict_half(masks, kept, p):            # more than half, not at least half
+        n, h, w = masks.shape
+        frac = masks.reshape(n, h // p, p, w // p, p).mean(axis=(2, 4)).reshape(n, -1)
+        return _iou(kept, frac > 0.5)
+
+    def any_pixel(masks, kept, p):              # one object pixel makes an object patch
+        n, h, w = masks.shape
+        frac = masks.reshape(n, h // p, p, w // p, p).mean(axis=(2, 4)).reshape(n, -1)
+        return _iou(kept, frac > 0)
+
+    def column_major(masks, kept, p):           # the patch grid flattened column by column
+        n, h, w = masks.shape
+        frac = masks.reshape(n, h // p, p, w // p, p).mean(axis=(2, 4))
+        return _iou(kept, frac.transpose(0, 2, 1).reshape(n, -1) >= 0.5)
+
+    def empty_zero(masks, kept, p):             # both empty scored 0
+        n, h, w = masks.shape
+        frac = masks.reshape(n, h // p, p, w // p, p).mean(axis=(2, 4)).reshape(n, -1)
+        return _iou(kept, frac >= 0.5, empty=0.0)
+
+    def dice(masks, kept, p):                   # 2|A n B| / (|A| + |B|), the Dice score
+        n, h, w = masks.shape
+        b = masks.reshape(n, h // p, p, w // p, p).mean(axis=(2, 4)).reshape(n, -1) >= 0.5
+        a = kept.astype(bool)
+        total = a.sum(-1) + b.sum(-1)
+        return np.where(total > 0, 2 * (a & b).sum(-1) / np.maximum(total, 1), 1.0)
+
+    return [
+        (strict_half, "a patch is object when *at least* half of its pixels are (>= 0.5, not > 0.5)"),
+        (any_pixel, "a patch is object when at least half of its pixels are, not when any pixel is"),
+        (column_major, "flatten the patch grid row by row (row-major, like the ViT's tokens): "
+                       "patch (r, c) is number r * (W / p) + c"),
+        (empty_zero, "when both sets are empty the two agree: the Jaccard is 1 there, not 0"),
+        (dice, "this is the Dice score 2|A n B| / (|A| + |B|); the Jaccard is |A n B| / |A u B|"),
+    ]
+
+
+def _iou(kept, target, empty=1.0):
+    a, b = kept.astype(bool), target.astype(bool)
+    union = (a | b).sum(-1)
+    return np.where(union > 0, (a & b).sum(-1) / np.maximum(union, 1), empty)
+
+
+def check_patch_jaccard(fn):
+    """ fn(masks (N, H, W) bool, kept (N, P) bool, patch_size) -> (N,) Jaccard similarity of each
+    image's kept patches with its object patches (a patch is object when at least half of its
+    pixels are; patches numbered row by row; 1 where both are empty); True, or ExerciseFailed """
+    cases = _jaccard_cases(np.random.default_rng(1002))
+    return check_function("patch_jaccard", fn, _jaccard_reference, cases, rtol=0.0, atol=1e-6,
+                          against="dino_ref.train.attention.jaccard and patch_mask",  # float32 passes
+                          mistakes=_jaccard_mistakes(),
+                          hint="average each p x p block of the mask, call the patch object where "
+                               "that is >= 0.5, flatten row by row, then |A n B| / |A u B| per "
+                               "image (1 when both are empty)")

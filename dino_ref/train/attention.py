@@ -1,4 +1,4 @@
-"""Where a ViT's class token looks, measured against the object's mask (the paper's Sec. 4.2.1).
+"""Where a ViT's class token looks, measured against the object's mask (the paper's Fig. 1 and Sec. 4.2).
 
 The last block's self-attention of the class token over the patches, per head; the paper keeps
 the patches that hold 60 % of its mass and compares that set with the object's mask by Jaccard

@@ -53,11 +53,15 @@ def test_correct_answers_pass(answer, capsys):
     assert "passed" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("index", range(len(_mistakes())))
-def test_each_mistake_is_named(index):
-    wrong, hint = _mistakes()[index]
+MISTAKES = ([(check_mass_threshold, m) for m in _mistakes()]
+            + [(check_patch_jaccard, m) for m in _jaccard_mistakes()])
+
+
+@pytest.mark.parametrize("check, mistake", MISTAKES, ids=lambda x: getattr(x, "__name__", ""))
+def test_each_mistake_is_named(check, mistake):
+    wrong, hint = mistake
     with pytest.raises(ExerciseFailed) as failure:
-        check_mass_threshold(wrong)
+        check(wrong)
     assert hint in str(failure.value)
 
 
@@ -102,11 +106,3 @@ def jaccard_torch(masks, kept, p):
 @pytest.mark.parametrize("answer", [jaccard_loops, jaccard_torch])
 def test_patch_jaccard_correct_answers_pass(answer):
     assert check_patch_jaccard(answer) is True
-
-
-@pytest.mark.parametrize("index", range(len(_jaccard_mistakes())))
-def test_patch_jaccard_each_mistake_is_named(index):
-    wrong, hint = _jaccard_mistakes()[index]
-    with pytest.raises(ExerciseFailed) as failure:
-        check_patch_jaccard(wrong)
-    assert hint in str(failure.value)

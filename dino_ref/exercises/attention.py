@@ -45,38 +45,34 @@ def _cases(rng):
     return cases
 
 
+def _ranked_keep(a, mass, keep_rule, descending=True):
+    """ rank each row of `a`, flag the ranked values with keep_rule(ranked values, mass), and put
+    the flags back at the patches' own positions (what the typical wrong answers share) """
+    order = np.argsort(-a if descending else a, axis=-1, kind="stable")
+    keep = keep_rule(np.take_along_axis(a, order, axis=-1), mass)
+    out = np.zeros_like(keep)
+    np.put_along_axis(out, order, keep, axis=-1)
+    return out
+
+
+def _normalised(a):
+    return a / a.sum(axis=-1, keepdims=True)
+
+
 def _mistakes():
     """ typical wrong answers, each with the hint that names it """
     def unnormalised(a, mass):                   # cumulative raw values against `mass`
-        s = np.sort(a, axis=-1)[..., ::-1]
-        before = np.cumsum(s, axis=-1) - s
-        keep = before < mass
-        order = np.argsort(-a, axis=-1, kind="stable")
-        out = np.zeros_like(keep)
-        np.put_along_axis(out, order, keep, axis=-1)
-        return out
+        return _ranked_keep(a, mass, lambda s, m: np.cumsum(s, axis=-1) - s < m)
 
     def without_crossing(a, mass):               # stops before the patch that reaches the mass
-        a = a / a.sum(axis=-1, keepdims=True)
-        order = np.argsort(-a, axis=-1, kind="stable")
-        s = np.take_along_axis(a, order, axis=-1)
-        keep = np.cumsum(s, axis=-1) < mass
-        out = np.zeros_like(keep)
-        np.put_along_axis(out, order, keep, axis=-1)
-        return out
+        return _ranked_keep(_normalised(a), mass, lambda s, m: np.cumsum(s, axis=-1) < m)
 
     def ascending(a, mass):                      # the weakest patches first
-        a = a / a.sum(axis=-1, keepdims=True)
-        order = np.argsort(a, axis=-1, kind="stable")
-        s = np.take_along_axis(a, order, axis=-1)
-        keep = np.cumsum(s, axis=-1) - s < mass
-        out = np.zeros_like(keep)
-        np.put_along_axis(out, order, keep, axis=-1)
-        return out
+        return _ranked_keep(_normalised(a), mass, lambda s, m: np.cumsum(s, axis=-1) - s < m,
+                            descending=False)
 
     def sorted_order(a, mass):                   # the kept flags left in sorted order
-        a = a / a.sum(axis=-1, keepdims=True)
-        s = -np.sort(-a, axis=-1)
+        s = -np.sort(-_normalised(a), axis=-1)
         return np.cumsum(s, axis=-1) - s < mass
 
     def value_threshold(a, mass):                # patches above mass * the row's maximum
@@ -147,30 +143,29 @@ def _jaccard_cases(rng):
     return cases
 
 
+def _object_share(masks, p):
+    """ (N, H, W) bool -> (N, P): the share of object pixels in each p x p patch, row by row """
+    n, h, w = masks.shape
+    return masks.reshape(n, h // p, p, w // p, p).mean(axis=(2, 4)).reshape(n, -1)
+
+
 def _jaccard_mistakes():
     def strict_half(masks, kept, p):            # more than half, not at least half
-        n, h, w = masks.shape
-        frac = masks.reshape(n, h // p, p, w // p, p).mean(axis=(2, 4)).reshape(n, -1)
-        return _iou(kept, frac > 0.5)
+        return _iou(kept, _object_share(masks, p) > 0.5)
 
     def any_pixel(masks, kept, p):              # one object pixel makes an object patch
-        n, h, w = masks.shape
-        frac = masks.reshape(n, h // p, p, w // p, p).mean(axis=(2, 4)).reshape(n, -1)
-        return _iou(kept, frac > 0)
+        return _iou(kept, _object_share(masks, p) > 0)
 
     def column_major(masks, kept, p):           # the patch grid flattened column by column
         n, h, w = masks.shape
-        frac = masks.reshape(n, h // p, p, w // p, p).mean(axis=(2, 4))
-        return _iou(kept, frac.transpose(0, 2, 1).reshape(n, -1) >= 0.5)
+        share = _object_share(masks, p).reshape(n, h // p, w // p)
+        return _iou(kept, share.transpose(0, 2, 1).reshape(n, -1) >= 0.5)
 
     def empty_zero(masks, kept, p):             # both empty scored 0
-        n, h, w = masks.shape
-        frac = masks.reshape(n, h // p, p, w // p, p).mean(axis=(2, 4)).reshape(n, -1)
-        return _iou(kept, frac >= 0.5, empty=0.0)
+        return _iou(kept, _object_share(masks, p) >= 0.5, empty=0.0)
 
     def dice(masks, kept, p):                   # 2|A n B| / (|A| + |B|), the Dice score
-        n, h, w = masks.shape
-        b = masks.reshape(n, h // p, p, w // p, p).mean(axis=(2, 4)).reshape(n, -1) >= 0.5
+        b = _object_share(masks, p) >= 0.5
         a = kept.astype(bool)
         total = a.sum(-1) + b.sum(-1)
         return np.where(total > 0, 2 * (a & b).sum(-1) / np.maximum(total, 1), 1.0)

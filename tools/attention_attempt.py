@@ -22,15 +22,15 @@ from dino_ref.train.attention import attention_jaccard, centre_prior, jaccard, m
 from dino_ref.train.objects import make_attention_sets
 
 
-def measure(vit, config, n_per_class=100):
-    """ the Jaccard summaries on a selection set and a held-out set, independent of train/test """
+def measure(nets, config, n_per_class=100):
+    """ the Jaccard summaries of each ViT in `nets` on a selection set and a held-out set (drawn
+    once, apart from train/test), and the centre prior's Jaccard on the held-out set """
     background = "textures" if config.data == "objects-on-textures" else "clutter"
     select, held_out = make_attention_sets(config.seed, config.global_size, n_per_class, background)
-    result = attention_jaccard(vit, select, held_out)
-    grid = config.global_size // vit.patch_size                       # a map of the centre only
+    grid = config.global_size // config.patch_size                    # a map of the centre only
     prior = mass_threshold(centre_prior(grid, grid / 4))
-    result["jaccard_centre_prior"] = jaccard(prior, patch_mask(held_out[1], vit.patch_size)).mean().item()
-    return result
+    centre = jaccard(prior, patch_mask(held_out[1], config.patch_size)).mean().item()
+    return [attention_jaccard(vit, select, held_out) for vit in nets], centre
 
 
 def attempt(argv, keep=None):
@@ -55,9 +55,9 @@ def attempt(argv, keep=None):
               "knn_history": [(r["step"], r["knn_accuracy"]) for r in metrics["history"]
                               if "knn_accuracy" in r]}
     if config.backbone == "vit":
-        trained, random_init = measure(teacher.backbone, config), measure(init.backbone, config)
+        (trained, random_init), centre = measure((teacher.backbone, init.backbone), config)
         result.update(jaccard=trained["jaccard"], jaccard_random_init=random_init["jaccard"],
-                      jaccard_centre_prior=trained["jaccard_centre_prior"],
+                      jaccard_centre_prior=centre,
                       jaccard_mean_heads=trained["jaccard_mean_heads"],
                       jaccard_mean_heads_random_init=random_init["jaccard_mean_heads"],
                       jaccard_per_head=trained["jaccard_per_head"],

@@ -90,3 +90,35 @@ def test_attention_sets_are_fixed_by_the_seed_and_apart_from_the_splits():
         for b in (tx, ex):
             assert not torch.equal(a, b)
     assert not torch.equal(sx, hx)
+
+
+def test_one_polarity_per_image_lighter_or_darker_in_all_three_channels():
+    g = torch.Generator().manual_seed(3)
+    labels = torch.arange(NUM_SHAPES).repeat(40)
+    images, masks, backgrounds = draw_objects(labels, 32, g, "clutter")
+    # the object's mean colour minus the background's, per image and channel: (N, 3)
+    inside = (images * masks.unsqueeze(1)).sum((2, 3)) / masks.sum((1, 2)).unsqueeze(1)
+    outside = (backgrounds * ~masks.unsqueeze(1)).sum((2, 3)) / (~masks).sum((1, 2)).unsqueeze(1)
+    sign = torch.sign(inside - outside)
+    assert (sign == sign[:, :1]).all()                                 # one sign per image
+    lighter = (sign[:, 0] > 0).float().mean().item()
+    assert 0.3 < lighter < 0.7                                         # both polarities occur
+
+
+@pytest.mark.parametrize("polarity", ["channel", "lighter", "stripes"])
+def test_the_other_polarities_and_a_bad_one(monkeypatch, polarity):
+    from dino_ref.train import objects
+    monkeypatch.setattr(objects, "OBJECT_POLARITY", polarity)
+    g = torch.Generator().manual_seed(3)
+    labels = torch.arange(NUM_SHAPES).repeat(40)
+    if polarity == "stripes":
+        with pytest.raises(ValueError, match="OBJECT_POLARITY"):
+            draw_objects(labels, 32, g, "clutter")
+        return
+    images, masks, backgrounds = draw_objects(labels, 32, g, "clutter")
+    step = images - backgrounds                                        # zero off the object
+    sign = torch.sign((step * masks.unsqueeze(1)).sum((2, 3)))         # (N, 3)
+    if polarity == "lighter":
+        assert (sign > 0).all()
+    else:                                                              # mixed within images
+        assert ((sign != sign[:, :1]).any(1)).float().mean() > 0.5

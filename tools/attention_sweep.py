@@ -78,7 +78,8 @@ def work(job):
     torch.set_num_threads(1)
     from dino_ref.train import objects
     from attention_attempt import attempt
-    objects.OBJECT_SIGN, objects.RADIUS = data["sign"], tuple(data["radius"])
+    objects.OBJECT_POLARITY = "lighter" if data["sign"] == 1 else "channel"
+    objects.RADIUS = tuple(data["radius"])
     objects.CLUTTER = data.get("clutter", objects.CLUTTER)
     start = time.time()
     try:

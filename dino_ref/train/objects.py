@@ -4,9 +4,11 @@ Five classes of 32x32 colour images. A class is a *shape kind* (disc, square, tr
 cross) drawn with a random size, rotation, position and flat colour on random smooth clutter in
 two close colours (or on one of the ten procedural textures of `data.py`: a background with a
 class of its own, a cue that every crop keeps; docs/attention.md). The object's colour is 0.3
-lighter than the background's mean colour in every channel, so the object is visible wherever its
-mask is set; colour says nothing about the class. (Smaller objects, or a colour step of random
-sign per channel, left the shapes unlearned: docs/attention.md.) Labels and masks are used only
+lighter, or 0.3 darker, than the background's mean colour in all three channels (one of the two
+per image, at random), so the object is visible wherever its mask is set; colour and brightness
+say nothing about the class. (Smaller objects, or a colour step of random sign per channel, left
+the shapes unlearned; objects always lighter let a random ViT head find them by brightness alone:
+docs/attention.md.) Labels and masks are used only
 for evaluation: the mask is what the class-token attention of a ViT is compared with
 (`attention.py`).
 """
@@ -25,8 +27,10 @@ RADIUS = (8.0, 13.0)          # the shape's outer radius in pixels, for 32-pixel
 OBJECT_STEP = 0.3             # |object colour - background mean| in every channel
 CLUTTER = 0.1                 # the background's two colours are mean -/+ at most this per channel
 NOISE = 0.03                  # uniform sensor noise, +/- this, on every pixel
-OBJECT_SIGN = 1               # +1: the object lighter than the background in every channel, -1
-                              # darker, None: lighter or darker per channel at random
+OBJECT_POLARITY = "image"     # the sign of the colour step: "image": one random sign per image for
+                              # all three channels; "channel": random per channel (8 colour
+                              # relations); "lighter": +1 everywhere
+POLARITIES = ("image", "channel", "lighter")
 
 
 def _uniform(n, lo, hi, g):
@@ -108,9 +112,13 @@ def draw_objects(labels, size, g, background="clutter"):
     backgrounds = backgrounds + NOISE * (2 * torch.rand(backgrounds.shape, generator=g) - 1)
 
     # the object: a flat colour OBJECT_STEP away from the mean in every channel, with noise
-    sign = torch.where(torch.rand(n, 3, 1, 1, generator=g) < 0.5, -1.0, 1.0)
-    if OBJECT_SIGN is not None:
-        sign = torch.full_like(sign, float(OBJECT_SIGN))
+    if OBJECT_POLARITY not in POLARITIES:
+        raise ValueError(f"OBJECT_POLARITY must be one of {POLARITIES}, got {OBJECT_POLARITY!r}")
+    sign = torch.where(torch.rand(n, 3, 1, 1, generator=g) < 0.5, -1.0, 1.0)   # (n, 3, 1, 1)
+    if OBJECT_POLARITY == "image":
+        sign = sign[:, :1].expand_as(sign).clone()                    # channel 0's sign for all
+    elif OBJECT_POLARITY == "lighter":
+        sign = torch.ones_like(sign)
     colour = mean + OBJECT_STEP * sign                                # in [0, 1]
     objects = colour + NOISE * (2 * torch.rand(backgrounds.shape, generator=g) - 1)
     images = torch.where(masks.unsqueeze(1), objects, backgrounds)

@@ -189,10 +189,10 @@ PRESETS = {
     # loss, each image's colour offset removed at the input, crops that keep more of the object,
     # and more images (docs/attention.md: what was tried, what mattered)
     "vit-attention": dict(backbone="vit", data="objects", vit_input_norm="image", head_bn=False,
-                          head_init_std=0.2, teacher_temp=0.0125, warmup_teacher_temp=0.0125,
+                          head_init_std=0.2, teacher_temp=0.03, warmup_teacher_temp=0.03,
                           momentum_teacher=0.998, batch_size=32, local_crops=2, lr=1e-3,
                           global_scale=(0.6, 1.0), local_scale=(0.1, 0.5), train_per_class=1000,
-                          epochs=25),
+                          epochs=30),
 }
 
 

@@ -76,3 +76,15 @@ def test_the_supervised_reference_starts_where_the_dino_run_starts_and_learns_fr
     assert any(not torch.equal(made[0][k], v) for k, v in vit.state_dict().items())   # it trained
     assert 0.0 <= accuracy <= 1.0
     assert train[0].shape == (200, 3, 32, 32) and test[0].shape == (50, 3, 32, 32)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_each_supervised_reference_matches_its_dino_run(seed):
+    run = json.loads((RESULTS / f"attention_supervised_seed{seed}.json").read_text())
+    dino = load(seed)
+    assert {"command", "reproduce", "steps", "wall_time_s", "linear_accuracy", "knn_accuracy", "jaccard",
+            "jaccard_mean_heads", "jaccard_per_head"} <= set(run)
+    assert run["command"] == ["--seed", str(seed)]                     # the preset, nothing changed
+    assert f"attention_supervised_seed{seed}.json" in run["reproduce"]
+    assert run["steps"] == dino["knn_history"][-1][0]                  # as many steps as DINO's run
+    assert max(run["jaccard_per_head"]) >= run["jaccard"] >= min(run["jaccard_per_head"])

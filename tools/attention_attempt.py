@@ -18,18 +18,23 @@ from pathlib import Path
 import torch
 
 from dino_ref.train import make_student, parse_args, train
-from dino_ref.train.attention import attention_jaccard, centre_prior, jaccard, mass_threshold, patch_mask
+from dino_ref.train.attention import (attention_jaccard, centre_prior, far_from_centre, jaccard,
+                                      mass_threshold, patch_mask)
 from dino_ref.train.objects import make_attention_sets
 
 
 def measure(nets, config, n_per_class=100):
     """ the Jaccard summaries of each ViT in `nets` on a selection set and a held-out set (drawn
-    once, apart from train/test), and the centre prior's Jaccard on the held-out set """
+    once, apart from train/test), and the centre prior's Jaccard on the held-out set (all, and the
+    halves whose object is near / far from the centre) """
     background = "textures" if config.data == "objects-on-textures" else "clutter"
     select, held_out = make_attention_sets(config.seed, config.global_size, n_per_class, background)
     grid = config.global_size // config.patch_size                    # a map of the centre only
     prior = mass_threshold(centre_prior(grid, grid / 4))
-    centre = jaccard(prior, patch_mask(held_out[1], config.patch_size)).mean().item()
+    J = jaccard(prior, patch_mask(held_out[1], config.patch_size))            # (N,)
+    far = far_from_centre(held_out[1])                                 # the half a centre map misses
+    centre = {"jaccard_centre_prior": J.mean().item(), "jaccard_centre_prior_near": J[~far].mean().item(),
+              "jaccard_centre_prior_far": J[far].mean().item()}
     return [attention_jaccard(vit, select, held_out) for vit in nets], centre
 
 
@@ -57,7 +62,10 @@ def attempt(argv, keep=None):
     if config.backbone == "vit":
         (trained, random_init), centre = measure((teacher.backbone, init.backbone), config)
         result.update(jaccard=trained["jaccard"], jaccard_random_init=random_init["jaccard"],
-                      jaccard_centre_prior=centre,
+                      jaccard_near=trained["jaccard_near"], jaccard_far=trained["jaccard_far"],
+                      jaccard_random_init_near=random_init["jaccard_near"],
+                      jaccard_random_init_far=random_init["jaccard_far"],
+                      **centre,
                       jaccard_mean_heads=trained["jaccard_mean_heads"],
                       jaccard_mean_heads_random_init=random_init["jaccard_mean_heads"],
                       jaccard_per_head=trained["jaccard_per_head"],

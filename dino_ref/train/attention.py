@@ -81,14 +81,31 @@ def jaccard_per_head(vit, images, masks, mass=0.6):
     return jaccard(kept, target.unsqueeze(1))                         # (N, h)
 
 
+def far_from_centre(masks):
+    """ (N,) bool: the object's centre (of its mask's pixels) lies farther from the image's centre
+    than the median over these images: the half of the images a map of the centre scores badly on """
+    n, h, w = masks.shape
+    m = masks.double()
+    area = m.sum(dim=(1, 2))
+    y = (m.sum(dim=2) * (torch.arange(h, dtype=torch.float64) + 0.5)).sum(dim=1) / area
+    x = (m.sum(dim=1) * (torch.arange(w, dtype=torch.float64) + 0.5)).sum(dim=1) / area
+    distance = ((y - h / 2) ** 2 + (x - w / 2) ** 2).sqrt()            # (N,) pixels
+    return distance > distance.median()
+
+
 def attention_jaccard(vit, select, held_out, mass=0.6):
     """ the summaries: the head with the best mean Jaccard on `select` (images, masks), and on
-    `held_out` (images, masks) that head's mean (`jaccard`), the mean over heads and each head's
-    mean; -> dict of floats and lists """
+    `held_out` (images, masks) that head's mean (`jaccard`), the same split into the held-out
+    images whose object is near / far from the centre (`jaccard_near`, `jaccard_far`), the mean over
+    heads and each head's mean; -> dict of floats and lists """
     per_head_select = jaccard_per_head(vit, *select, mass).mean(dim=0)    # (h,)
-    per_head = jaccard_per_head(vit, *held_out, mass).mean(dim=0)        # (h,)
+    per_image = jaccard_per_head(vit, *held_out, mass)                   # (N, h)
+    per_head = per_image.mean(dim=0)                                     # (h,)
     best = int(per_head_select.argmax())
+    far = far_from_centre(held_out[1])
     return {"jaccard": per_head[best].item(), "jaccard_mean_heads": per_head.mean().item(),
+            "jaccard_near": per_image[~far, best].mean().item(),
+            "jaccard_far": per_image[far, best].mean().item(),
             "best_head": best, "jaccard_per_head": per_head.tolist(),
             "jaccard_per_head_select": per_head_select.tolist()}
 

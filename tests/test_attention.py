@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dino_ref.train.attention import (attention_jaccard, centre_prior, class_token_attention,
-                                      jaccard, jaccard_per_head, mass_threshold, patch_mask)
+                                      far_from_centre, jaccard, jaccard_per_head, mass_threshold,
+                                      patch_mask)
 from dino_ref.train.data import MEAN, STD
 from dino_ref.train.models import ViTBackbone
 from dino_ref.train.objects import make_objects
@@ -124,6 +125,26 @@ def test_summaries_choose_the_head_on_the_selection_split():
     assert out["jaccard_mean_heads"] == pytest.approx(per_head.mean().item())
     assert len(out["jaccard_per_head"]) == 2 and 0 <= out["jaccard"] <= 1
     assert vit.training                                               # the mode is restored
+    # the near and far halves average back to the whole
+    far = far_from_centre(n)
+    best = jaccard_per_head(vit, y, n)[:, out["best_head"]]
+    assert out["jaccard_near"] == pytest.approx(best[~far].mean().item())
+    assert out["jaccard_far"] == pytest.approx(best[far].mean().item())
+    assert (out["jaccard_near"] * (~far).sum() + out["jaccard_far"] * far.sum()).item() / len(far) \
+        == pytest.approx(out["jaccard"])
+
+
+def test_far_from_centre_splits_at_the_median_distance_of_the_object():
+    masks = torch.zeros(4, 32, 32, dtype=torch.bool)
+    masks[0, 14:18, 14:18] = True                                     # centred: distance 0
+    masks[1, 12:16, 16:20] = True                                     # 2.8 px off (centre 14, 18)
+    masks[2, 0:4, 0:4] = True                                         # a corner: 19.8 px
+    masks[3, 28:32, 10:14] = True                                     # bottom edge: 14.3 px
+    assert far_from_centre(masks).tolist() == [False, False, True, True]
+    ring = torch.zeros(1, 32, 32, dtype=torch.bool)
+    ring[0, 8:24, 8:24] = True
+    ring[0, 12:20, 12:20] = False                                     # a hole: the centre still counts
+    assert far_from_centre(torch.cat([ring, masks[2:3]])).tolist() == [False, True]
 
 
 def test_centre_prior_keeps_the_middle_patches():

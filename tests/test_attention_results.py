@@ -15,7 +15,9 @@ from dino_ref.train.objects import make_attention_sets
 RESULTS = Path(__file__).resolve().parent.parent / "notebooks" / "results"
 FIELDS = ("command", "reproduce", "wall_time_s", "knn_accuracy", "knn_accuracy_random_init", "jaccard",
           "jaccard_random_init", "jaccard_centre_prior", "jaccard_mean_heads",
-          "jaccard_mean_heads_random_init", "jaccard_per_head", "jaccard_per_head_random_init")
+          "jaccard_mean_heads_random_init", "jaccard_per_head", "jaccard_per_head_random_init",
+          "jaccard_near", "jaccard_far", "jaccard_random_init_near", "jaccard_random_init_far",
+          "jaccard_centre_prior_near", "jaccard_centre_prior_far")
 
 
 def load(seed):
@@ -42,6 +44,8 @@ def test_seed0_teacher_weights_give_the_recorded_jaccard():
     got = attention_jaccard(vit, select, held_out)
     assert got["jaccard"] == pytest.approx(run["jaccard"], abs=1e-6)
     assert got["jaccard_per_head"] == pytest.approx(run["jaccard_per_head"], abs=1e-6)
+    assert (got["jaccard_near"], got["jaccard_far"]) == pytest.approx((run["jaccard_near"], run["jaccard_far"]),
+                                                                      abs=1e-6)
 
 
 def _supervised_tool():

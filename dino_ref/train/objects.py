@@ -114,9 +114,11 @@ def draw_objects(labels, size, g, background="clutter"):
     # the object: a flat colour OBJECT_STEP away from the mean in every channel, with noise
     if OBJECT_POLARITY not in POLARITIES:
         raise ValueError(f"OBJECT_POLARITY must be one of {POLARITIES}, got {OBJECT_POLARITY!r}")
+    # drawn for every polarity, so that the object's noise drawn after it is the same whichever
+    # polarity is set: the polarities give the same images but for the object's colour
     sign = torch.where(torch.rand(n, 3, 1, 1, generator=g) < 0.5, -1.0, 1.0)   # (n, 3, 1, 1)
     if OBJECT_POLARITY == "image":
-        sign = sign[:, :1].expand_as(sign).clone()                    # channel 0's sign for all
+        sign = sign[:, :1]                                            # channel 0's sign for all three
     elif OBJECT_POLARITY == "lighter":
         sign = torch.ones_like(sign)
     colour = mean + OBJECT_STEP * sign                                # in [0, 1]

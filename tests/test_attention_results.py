@@ -64,20 +64,19 @@ def test_the_supervised_reference_starts_where_the_dino_run_starts_and_learns_fr
     config = preset("vit-attention", seed=1, train_per_class=40, test_per_class=10, epochs=2,
                     threads=1)
     dino_start = build(config).student.backbone.state_dict()          # the DINO run's initialisation
-    made = []
+    born = []
 
-    def make_and_copy(c):                                             # the tool's network, at birth
-        net = tool.make_student.__wrapped__(c)
-        made.append({k: v.clone() for k, v in net.backbone.state_dict().items()})
-        return net
+    def build_and_copy(c):                                            # the tool's network, at birth
+        run = build(c)
+        born.append({k: v.clone() for k, v in run.student.backbone.state_dict().items()})
+        return run
 
-    make_and_copy.__wrapped__ = tool.make_student
-    monkeypatch.setattr(tool, "make_student", make_and_copy)
+    monkeypatch.setattr(tool, "build", build_and_copy)
     vit, accuracy, (train, test), steps = tool.train_supervised(config)
     assert steps == 2 * (40 * 5 // config.batch_size)
-    assert len(made) == 1 and made[0].keys() == dino_start.keys()
-    assert all(torch.equal(made[0][k], dino_start[k]) for k in dino_start)
-    assert any(not torch.equal(made[0][k], v) for k, v in vit.state_dict().items())   # it trained
+    assert len(born) == 1 and born[0].keys() == dino_start.keys()
+    assert all(torch.equal(born[0][k], dino_start[k]) for k in dino_start)
+    assert any(not torch.equal(born[0][k], v) for k, v in vit.state_dict().items())   # it trained
     assert 0.0 <= accuracy <= 1.0
     assert train[0].shape == (200, 3, 32, 32) and test[0].shape == (50, 3, 32, 32)
 

@@ -2,10 +2,11 @@
 
     python tools/attention_supervised.py OUT.json [--seed S] [--threads T] [--epochs E]
 
-The network of `--preset vit-attention` at the seed (the same initialisation as the DINO run),
-a linear classifier on its class-token feature, cross-entropy on the shape labels of the same
-train split, one global view per image drawn as DINO's are (crop, flip, colour jitter), AdamW
-with the preset's learning rate, warmup and cosine schedule, batch and number of steps. Then the
+The DINO run of `--preset vit-attention` at the seed as the trainer builds it (`build()`: the
+same initialisation, train split, batch order and learning-rate / weight-decay schedules), its
+backbone with a linear classifier on the class-token feature, cross-entropy on the shape labels,
+one global view per image drawn as DINO's are (crop, flip, colour jitter), AdamW, the same batch
+and number of steps (no gradient clipping). Then the
 same measurements as `attention_attempt.py`: k-NN of the feature (and the classifier's test
 accuracy) and the Jaccard of the class-token attention with the object masks.
 """
@@ -18,47 +19,39 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dino_ref.train import make_student, preset
+from dino_ref.train import preset
 from dino_ref.train.attention import attention_jaccard
 from dino_ref.train.knn import knn_accuracy
-from dino_ref.train.loop import _param_groups, cosine_schedule
-from dino_ref.train.multicrop import multicrop
-from dino_ref.train.objects import NUM_SHAPES, make_attention_sets, make_object_splits
+from dino_ref.train.loop import _param_groups, build, set_schedules
+from dino_ref.train.multicrop import color_jitter, random_resized_crop
+from dino_ref.train.objects import NUM_SHAPES, make_attention_sets
 
 
 def train_supervised(config):
-    """ the preset's ViT and a linear classifier trained with labels; -> (vit, test accuracy) """
-    torch.manual_seed(config.seed)                                   # the data, as build() draws it
-    (x, _, y), (x_test, _, y_test) = make_object_splits(
-        config.train_per_class, config.test_per_class, config.global_size, config.seed)
-    vit = make_student(config).backbone                              # the DINO run's initialisation
-    classifier = torch.nn.Linear(vit.embed_dim, NUM_SHAPES)
-    model = torch.nn.Sequential(vit, classifier)
-    optimizer = torch.optim.AdamW(_param_groups(model), lr=0.0)
-    steps_per_epoch = len(x) // config.batch_size
-    total = config.epochs * steps_per_epoch
-    lr_at = cosine_schedule(config.lr, config.min_lr, total,
-                            min(config.warmup_epochs * steps_per_epoch, total // 2))
-    wd_at = cosine_schedule(config.weight_decay, config.weight_decay_end, total)
-    g = torch.Generator().manual_seed(config.seed + 1)
-    for step in range(total):
-        i = step % steps_per_epoch
+    """ the DINO run's network (build(): its data, initialisation, schedules and batch order), its
+    backbone and a linear classifier trained with the labels; -> (vit, test accuracy of the
+    classifier, (train, test) splits, steps) """
+    run = build(config)
+    vit = run.student.backbone                                       # the DINO run's initialisation
+    model = torch.nn.Sequential(vit, torch.nn.Linear(vit.embed_dim, NUM_SHAPES))
+    run.optimizer = torch.optim.AdamW(_param_groups(model), lr=0.0)  # set_schedules drives this one
+    (x, y), (x_test, y_test) = run.train_set, run.test_set
+    for step in range(run.total_steps):
+        i = step % run.steps_per_epoch
         if i == 0:
-            order = torch.randperm(len(x), generator=g)
-        idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-        view = multicrop(x[idx], g, 0, config.global_size, config.local_size,
-                         config.global_scale, config.local_scale)[0][0]   # (b, 3, G, G)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at[step]
-        optimizer.param_groups[0]["weight_decay"] = wd_at[step]
+            run.order = torch.randperm(len(x), generator=run.generator)
+        idx = run.order[i * config.batch_size:(i + 1) * config.batch_size]
+        view = color_jitter(random_resized_crop(x[idx], config.global_size, config.global_scale,
+                                                run.generator), run.generator)   # one global view
+        set_schedules(run, step)
         loss = F.cross_entropy(model(view), y[idx])
-        optimizer.zero_grad(set_to_none=True)
+        run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        run.optimizer.step()
     model.eval()
     with torch.no_grad():
         accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
-    return vit, accuracy, ((x, y), (x_test, y_test)), total
+    return vit, accuracy, (run.train_set, run.test_set), run.total_steps
 
 
 def main():
@@ -68,9 +61,7 @@ def main():
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None, help="default: the preset's")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = preset("vit-attention", seed=args.seed,
+    config = preset("vit-attention", seed=args.seed, threads=args.threads,   # build() sets threads
                     **({"epochs": args.epochs} if args.epochs else {}))
     start = time.time()
     vit, accuracy, (train, test), steps = train_supervised(config)
